@@ -1,0 +1,95 @@
+# The `smolvlm` Typer app. Each command parses its options and calls one function of a module.
+# No torch / transformers / deepspeed import at module level: `--help` must stay fast.
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import __version__
+from .errors import UserError
+
+app = typer.Typer(
+    name="smolvlm",
+    help="Build, train, evaluate and export SmolVLM2 vision-language models from recipe files.",
+    rich_markup_mode="rich",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_state = {"debug": False}
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"smolvlm-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+) -> None:
+    _state["debug"] = debug
+    if not debug:
+        import os
+
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def user_errors(fn):
+    """Print a UserError as one red line (hint included) and exit 2; --debug re-raises it."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as e:
+            if _state["debug"]:
+                raise
+            from rich.console import Console
+
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e.one_line()}", markup=True,
+                                                       highlight=False)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+RecipeOpt = typer.Option(..., "--recipe", "-r", help="Recipe YAML, e.g. recipes/tiny.yaml.", show_default=False)
+SetOpt = typer.Option(None, "--set", help="Override a recipe field: key.path=value (repeatable).")
+
+
+@app.command()
+@user_errors
+def init(
+    recipe: Path = RecipeOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the assembled model to."),
+    vision: Optional[str] = typer.Option(None, "--vision", help="Vision part: hub id, folder or random:NAME."),
+    text: Optional[str] = typer.Option(None, "--text", help="Text part: hub id, folder, .gguf file or random:NAME."),
+    set_: Optional[list[str]] = SetOpt,
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+) -> None:
+    """Assemble a SmolVLM from a SigLIP vision tower, a SmolLM2 language model and a new connector."""
+    from .assemble import init_model
+    from .recipe import load_recipe
+    from .report import print_init_summary
+
+    loaded = load_recipe(recipe, set_ or [])
+    result = init_model(loaded, out, force=force, vision_ref=vision, text_ref=text)
+    print_init_summary(result)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
