@@ -1,0 +1,1 @@
+"""Data pipeline: one sample format, adapters, mixtures, encoding, batching, synthetic data."""
