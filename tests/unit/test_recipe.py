@@ -1,0 +1,71 @@
+import pytest
+
+from smolvlm_cli.errors import RecipeError
+from smolvlm_cli.recipe import apply_override, load_recipe, parse_override
+
+from tests.conftest import ROOT, TINY_RECIPE
+
+
+def test_tiny_recipe_loads_with_expected_values():
+    r = load_recipe(TINY_RECIPE)
+    assert r.name == "tiny"
+    assert (r.model.vision.image_size, r.model.vision.patch_size, r.model.scale_factor) == (64, 8, 2)
+    assert r.model.random_parts["tiny"].text.num_key_value_heads == 2
+
+
+@pytest.mark.parametrize("name,text_hidden", [("smolvlm2-256m", 576), ("smolvlm2-500m", 960)])
+def test_release_recipes_match_reference(name, text_hidden):
+    r = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    m = r.model
+    assert m.vision.source == "google/siglip-base-patch16-512"
+    assert (m.vision.image_size, m.vision.patch_size, m.vision.hidden_size) == (512, 16, 768)
+    assert m.text.hidden_size == text_hidden
+    assert (m.scale_factor, m.rope_theta, m.max_position_embeddings) == (4, 100000, 8192)
+    assert m.tie_word_embeddings is False and m.vocab_multiple == 128
+    p = m.processor
+    assert (p.longest_edge, p.video_fps, p.video_max_frames, p.video_longest_edge) == (2048, 1.0, 64, 512)
+
+
+def test_set_overrides_with_type_checking():
+    r = load_recipe(TINY_RECIPE, ["model.scale_factor=4", "seed=7", "model.dtype=bfloat16"])
+    assert (r.model.scale_factor, r.seed, r.model.dtype) == (4, 7, "bfloat16")
+    with pytest.raises(RecipeError, match=r"'model.scale_factor'.*valid integer.*'two'"):
+        load_recipe(TINY_RECIPE, ["model.scale_factor=two"])
+    with pytest.raises(RecipeError, match=r"'model.dtype'"):
+        load_recipe(TINY_RECIPE, ["model.dtype=int8"])
+
+
+def test_unknown_key_names_its_path(tmp_path):
+    with pytest.raises(RecipeError, match=r"unknown key 'model.vision.sorce'"):
+        load_recipe(TINY_RECIPE, ["model.vision.sorce=x"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY_RECIPE.read_text().replace("  scale_factor: 2", "  scale_factr: 2"))
+    with pytest.raises(RecipeError, match=r"unknown key 'model.scale_factr' in recipe"):
+        load_recipe(bad)
+
+
+def test_tile_divisibility_is_checked():
+    with pytest.raises(RecipeError, match=r"image_size 64 is not divisible by patch_size x scale_factor = 8 x 3 = 24"):
+        load_recipe(TINY_RECIPE, ["model.scale_factor=3"])
+
+
+def test_broken_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("name: x\nmodel: [unclosed\n")
+    with pytest.raises(RecipeError, match=r"not valid YAML at line 3"):
+        load_recipe(bad)
+    with pytest.raises(RecipeError, match=r"recipe file .* not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_override_parsing_and_list_indices():
+    assert parse_override("a.b=1e-4") == (["a", "b"], "1e-4")  # YAML 1.1 reads it as a string; pydantic coerces
+    assert parse_override("a.b=[1, 2]") == (["a", "b"], [1, 2])
+    assert parse_override("a=true") == (["a"], True)
+    data = {"phases": [{"lr": 1}, {"lr": 2}]}
+    apply_override(data, ["phases", "1", "lr"], 5)
+    assert data == {"phases": [{"lr": 1}, {"lr": 5}]}
+    with pytest.raises(RecipeError, match="not an index"):
+        apply_override(data, ["phases", "2", "lr"], 5)
+    with pytest.raises(RecipeError, match="has no '='"):
+        parse_override("model.seed")
