@@ -37,8 +37,11 @@ def _root(
     _state["debug"] = debug
     if not debug:
         import os
+        import warnings
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # for relaunched ranks too
+        warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def user_errors(fn):
@@ -82,6 +85,47 @@ def init(
     loaded = load_recipe(recipe, set_ or [])
     result = init_model(loaded, out, force=force, vision_ref=vision, text_ref=text)
     print_init_summary(result)
+
+
+def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[str]], max_steps: Optional[int],
+           nproc: int, hostfile: Optional[str], deepspeed: Optional[str], dry_run: bool) -> None:
+    if dry_run:
+        from .data.inspect import inspect_stage
+
+        inspect_stage(recipe, stage, init, set_ or [], max_steps)
+        return
+    from .train.run import train_stage
+
+    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, nproc, hostfile, deepspeed)
+    if code:
+        raise typer.Exit(code)
+
+
+InitOpt = typer.Option(..., "--init", help="Model folder from `smolvlm init`, or a finished run folder.")
+OutOpt = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, phase models, metrics.jsonl).")
+MaxStepsOpt = typer.Option(None, "--max-steps", help="Cap every phase at this many optimizer steps.")
+NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine (relaunches itself under torchrun).")
+HostfileOpt = typer.Option(None, "--hostfile", help="Multi-node: DeepSpeed hostfile (uses the deepspeed launcher).")
+DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3_offload | path to your JSON config.")
+DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
+
+
+@app.command("train-vision")
+@user_errors
+def train_vision(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt, set_: Optional[list[str]] = SetOpt,
+                 max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt, hostfile: Optional[str] = HostfileOpt,
+                 deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
+    """Run the recipe's vision stage (its phases in order) with DeepSpeed; resumes from OUT's checkpoints."""
+    _train("vision", recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
+
+
+@app.command("train-video")
+@user_errors
+def train_video(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt, set_: Optional[list[str]] = SetOpt,
+                max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt, hostfile: Optional[str] = HostfileOpt,
+                deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
+    """Run the recipe's video stage from a vision-stage run (or a model folder); resumes from OUT's checkpoints."""
+    _train("video", recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
 
 
 def main() -> None:

@@ -180,8 +180,8 @@ def load_text(part: Part, model_section: "ModelSection", seed: int):
         config = LlamaConfig(
             vocab_size=len(tokenizer), **spec.model_dump(exclude={"tokenizer_vocab_size"}),
             bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id, rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
-        )
+            rope_parameters={"rope_type": "default", "rope_theta": 100000.0},
+        )  # no pad_token_id: nn.Embedding would zero that row, and a zero row breaks DoRA's norm on lm_head
         torch.manual_seed(seed + 1)
         part.config = config
         return LlamaForCausalLM(config), tokenizer

@@ -8,6 +8,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .data.sources import SourceSpec
 from .errors import RecipeError
 
 
@@ -97,11 +98,117 @@ class ModelSection(Strict):
         return self
 
 
+PART_NAMES = ("vision", "connector", "text", "embeddings")
+
+
+class PartTraining(Strict):
+    """How one part trains in a phase. `embeddings` = the LM's input embeddings (incl. new token rows) + lm_head."""
+
+    mode: Literal["frozen", "dora", "lora", "full"] = "frozen"
+    lr: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _lr_when_trained(self) -> "PartTraining":
+        if self.mode != "frozen" and self.lr is None:
+            raise ValueError(f"a part in mode '{self.mode}' needs an lr")
+        return self
+
+
+class AdapterSettings(Strict):
+    r: int = Field(default=64, gt=0)
+    alpha: float = Field(default=16, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+
+
+class Schedule(Strict):
+    type: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_steps: int | None = Field(default=None, ge=0)
+    warmup_ratio: float | None = Field(default=None, ge=0, le=1)
+
+
+class MixtureEntry(Strict):
+    source: str
+    weight: float = Field(ge=0, description="percent of the phase's samples")
+    max_samples: int | None = Field(default=None, gt=0)
+    max_epochs: float | None = Field(default=None, gt=0, description="cap on passes over the source")
+
+
+class Phase(Strict):
+    name: str
+    steps: int = Field(gt=0, description="optimizer steps")
+    global_batch_size: int = Field(gt=0, description="samples per optimizer step over all ranks")
+    micro_batch_size: int = Field(default=1, gt=0)
+    max_seq_len: int = Field(default=2048, gt=0)
+    packing: bool = False
+    group_by_length: bool = True
+    neftune_alpha: float | None = Field(default=None, gt=0)
+    weight_decay: float = Field(default=0.0, ge=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    schedule: Schedule = Field(default_factory=Schedule)
+    parts: dict[Literal["vision", "connector", "text", "embeddings"], PartTraining]
+    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
+    data: list[MixtureEntry] = Field(min_length=1)
+    video_fps: float = Field(default=1.0, gt=0)
+    video_max_frames: int = Field(default=50, gt=0)
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _something_trains(self) -> "Phase":
+        if all(p.mode == "frozen" for p in self.parts.values()):
+            raise ValueError(f"phase '{self.name}' trains nothing: every part is frozen")
+        return self
+
+
+class Stage(Strict):
+    phases: list[Phase] = Field(min_length=1)
+
+
+class TrainSettings(Strict):
+    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | zero3_offload | path to a JSON config")
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    log_every: int = Field(default=1, gt=0)
+    checkpoint_every: int = Field(default=500, gt=0)
+    keep_last: int = Field(default=2, gt=0)
+    max_bad_steps: int = Field(default=3, gt=0, description="consecutive non-finite losses before stopping")
+    max_skip_fraction: float = Field(default=0.01, ge=0, le=1, description="stop if more samples are unusable")
+    num_workers: int = Field(default=0, ge=0)
+    group_window: int = Field(default=16, gt=0, description="micro-batches per length-grouping window")
+    tensorboard: bool = False
+
+
+class EvalSettings(Strict):
+    every_steps: int = Field(gt=0)
+    tasks: list[str] = Field(min_length=1)
+    limit: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=8, gt=0)
+    keep_best: int = Field(default=2, gt=0)
+    weights: dict[str, float] | None = None
+
+
 class Recipe(Strict):
     name: str
     description: str = ""
     seed: int = 0
     model: ModelSection
+    sources: dict[str, SourceSpec] = Field(default_factory=dict)
+    stages: dict[Literal["vision", "video"], Stage] = Field(default_factory=dict)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+    eval: EvalSettings | None = None
+
+    @model_validator(mode="after")
+    def _mixtures_name_sources(self) -> "Recipe":
+        for stage_name, stage in self.stages.items():
+            for phase in stage.phases:
+                names = [e.source for e in phase.data]
+                if len(set(names)) != len(names):
+                    raise ValueError(f"stages.{stage_name} phase '{phase.name}' lists a source twice")
+                for entry in phase.data:
+                    if entry.source not in self.sources:
+                        known = ", ".join(self.sources) or "none"
+                        raise ValueError(f"stages.{stage_name} phase '{phase.name}' uses unknown source "
+                                         f"'{entry.source}' (defined: {known})")
+        return self
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -192,6 +299,11 @@ def _resolve_relative(recipe: Recipe, base: Path) -> Recipe:
     for section in (recipe.model.vision, recipe.model.text):
         if section.source.startswith((".", "..")) and (base / section.source).exists():
             section.source = str((base / section.source).resolve())
+    for spec in recipe.sources.values():
+        for attr in ("path", "media_root"):
+            value = getattr(spec, attr)
+            if value and value.startswith((".", "..")) and (base / value).exists():
+                setattr(spec, attr, str((base / value).resolve()))
     tok = recipe.model.text.tokenizer
     if tok and tok.startswith((".", "..")) and (base / tok).exists():
         recipe.model.text.tokenizer = str((base / tok).resolve())
@@ -199,4 +311,4 @@ def _resolve_relative(recipe: Recipe, base: Path) -> Recipe:
 
 
 def dump_recipe(recipe: Recipe) -> str:
-    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)
+    return yaml.safe_dump(recipe.model_dump(mode="json", by_alias=True), sort_keys=False)

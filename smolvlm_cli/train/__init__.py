@@ -1,0 +1,1 @@
+"""Training: phases, the DeepSpeed engine loop, checkpoints, launching."""

@@ -1,0 +1,115 @@
+# Checkpoints of a run: DeepSpeed state + per-rank data cursor and RNG, written under a temp name and renamed,
+# the `latest` pointer updated last; keep the last K. Also consolidation of a ZeRO-3 engine into an HF folder.
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+LATEST = "latest"
+DS_TAG = "state"
+
+
+def ckpt_root(run: Path) -> Path:
+    return Path(run) / "checkpoints"
+
+
+def step_dir(run: Path, phase_index: int, step: int) -> Path:
+    return ckpt_root(run) / f"phase{phase_index}-step{step:08d}"
+
+
+def rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, stream_state: dict,
+         rank: int, keep_last: int, barrier) -> Path:
+    """All ranks call this. Writes into `<final>.tmp`, renames, then points `latest` at it."""
+    import torch
+
+    final = step_dir(run, phase_index, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    barrier()
+    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+    torch.save({"rng": rng_state(), "stream": stream_state}, tmp / f"rank{rank}.pt")
+    barrier()
+    if rank == 0:
+        (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        pointer = ckpt_root(run) / (LATEST + ".tmp")
+        pointer.write_text(final.name)
+        os.replace(pointer, ckpt_root(run) / LATEST)
+        _prune(run, keep_last)
+    barrier()
+    return final
+
+
+def _prune(run: Path, keep_last: int) -> None:
+    done = sorted(p for p in ckpt_root(run).glob("phase*-step*") if not p.name.endswith(".tmp"))
+    for old in done[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def latest(run: Path) -> Path | None:
+    """The last complete checkpoint: the pointer's target, else the newest complete folder (a crash between the
+    rename and the pointer update), never a `.tmp` one."""
+    root = ckpt_root(run)
+    pointer = root / LATEST
+    if pointer.is_file():
+        target = root / pointer.read_text().strip()
+        if (target / "trainer_state.json").is_file():
+            return target
+    done = sorted(p for p in root.glob("phase*-step*") if (p / "trainer_state.json").is_file()
+                  and not p.name.endswith(".tmp"))
+    return done[-1] if done else None
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    return json.loads((ckpt / "trainer_state.json").read_text())
+
+
+def load(engine, ckpt: Path, rank: int) -> dict:
+    """Restore engine (weights, optimizer, scheduler) and this rank's RNG; return this rank's stream state."""
+    import torch
+
+    engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+    extra = torch.load(ckpt / f"rank{rank}.pt", weights_only=False)  # our own file: python/numpy RNG tuples
+    set_rng_state(extra["rng"])
+    return extra["stream"]
+
+
+def gather_state_dict(engine, rank: int) -> dict | None:
+    """The full (unpartitioned) module state dict on rank 0, as CPU tensors; None on other ranks."""
+    import deepspeed
+    import torch
+
+    module = engine.module
+    params = list(module.parameters())
+    zero3 = any(hasattr(p, "ds_id") for p in params)
+    state = {}
+    if zero3:
+        with deepspeed.zero.GatheredParameters(params, modifier_rank=None):
+            if rank == 0:
+                state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    elif rank == 0:
+        state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
+    torch.distributed.barrier() if torch.distributed.is_initialized() else None
+    return state if rank == 0 else None

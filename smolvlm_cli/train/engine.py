@@ -1,0 +1,222 @@
+# One training phase on a DeepSpeed engine: build (under zero.Init for ZeRO-3), apply the phase, run the loop with
+# a token-weighted loss over the global batch, log, checkpoint, resume, and write the merged model at the end.
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import UserError
+from . import checkpoint as ckpt
+from .launch import Dist
+
+
+class TrainingStopped(UserError):
+    """Training cannot go on (non-finite losses, data exhausted)."""
+
+
+@dataclass
+class PhaseJob:
+    recipe: object
+    stage: str
+    index: int
+    phase: object
+    start_dir: Path
+    run: Path
+    dist: Dist
+    out_dir: Path
+    ds_config: str = "zero3"
+    log: object = None  # RunLog
+    evaluator: object = None  # callable(model_dir, step) -> composite score, or None
+    extra: dict = field(default_factory=dict)
+
+
+def _barrier():
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def _all_sum(values: list[float]) -> list[float]:
+    import torch
+
+    t = torch.tensor(values, dtype=torch.float64)
+    if torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def build_engine(job: PhaseJob):
+    import deepspeed
+    import torch
+    from transformers import AutoModelForImageTextToText, get_scheduler
+    from transformers.integrations.deepspeed import HfDeepSpeedConfig
+
+    from .dsconfig import fill, gradient_accumulation, load_ds_config, use_bf16
+    from .phases import apply_phase, param_groups
+
+    phase, dist = job.phase, job.dist
+    gas = gradient_accumulation(phase.global_batch_size, phase.micro_batch_size, dist.world_size)
+    bf16 = use_bf16(job.recipe.train.precision)
+    raw = load_ds_config(job.ds_config)
+    config = json.loads((Path(job.start_dir) / "config.json").read_text())
+    ds = fill(raw, micro_batch=phase.micro_batch_size, grad_accum=gas, world_size=dist.world_size,
+              grad_clip=phase.grad_clip, bf16=bf16, hidden_size=config["text_config"]["hidden_size"])
+    zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
+    hf_ds = HfDeepSpeedConfig(ds) if zero3 else None  # makes from_pretrained build under zero.Init
+    torch.manual_seed(job.recipe.seed)
+    model = AutoModelForImageTextToText.from_pretrained(job.start_dir, dtype=torch.float32)
+    if phase.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model = apply_phase(model, phase)
+    if zero3:
+        _gather_dora_base_weights(model)
+    if phase.neftune_alpha:
+        from transformers.integrations.neftune import neftune_post_forward_hook
+
+        embed = model.get_input_embeddings()
+        embed.neftune_noise_alpha = phase.neftune_alpha
+        embed.register_forward_hook(neftune_post_forward_hook)
+    groups = param_groups(model, phase)
+    optimizer = torch.optim.AdamW(groups, betas=phase.betas, eps=1e-8, foreach=False)
+    s = phase.schedule
+    warmup = s.warmup_steps if s.warmup_steps is not None else int((s.warmup_ratio or 0) * phase.steps)
+    name = {"constant": "constant_with_warmup"}.get(s.type, s.type)
+    scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=phase.steps)
+    engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                           lr_scheduler=scheduler, config=ds)
+    engine._smolvlm_hf_ds = hf_ds  # keep the zero.Init switch alive as long as the engine
+    return engine, gas, [g["name"] for g in groups]
+
+
+def _gather_dora_base_weights(model) -> None:
+    """DoRA reads its base layer's full weight (for the column norm) outside the base layer's own forward; under
+    ZeRO-3 that weight is partitioned there. Registering it as an external parameter of the DoRA module makes
+    DeepSpeed gather it for the whole module's forward."""
+    import deepspeed
+
+    register_external_parameter = deepspeed.zero.register_external_parameter
+
+    for module in model.modules():
+        if getattr(module, "lora_magnitude_vector", None) and hasattr(module, "base_layer"):
+            register_external_parameter(module, module.base_layer.weight)
+
+
+def token_loss_sum(logits, labels):
+    """Sum of next-token cross-entropy over supervised positions (fp32)."""
+    import torch.nn.functional as F
+
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
+                           reduction="sum")
+
+
+def _vision_keepalive(engine, batch):
+    """0 x (vision tower + connector on a blank tile) for micro-batches without images, so every rank's trainable
+    vision parameters take part in every backward (ZeRO-3 reduces gradients collectively)."""
+    import torch
+
+    if "pixel_values" in batch:
+        return 0.0
+    inner = _inner(engine.module)
+    if not any(p.requires_grad for p in inner.connector.parameters()) and not any(
+            p.requires_grad for p in inner.vision_model.parameters()):
+        return 0.0
+    size = inner.config.vision_config.image_size
+    pixels = torch.zeros(1, 3, size, size, device=engine.device, dtype=next(inner.connector.parameters()).dtype)
+    feats = inner.connector(inner.vision_model(pixel_values=pixels).last_hidden_state)
+    return 0.0 * feats.float().sum()
+
+
+def _inner(module):
+    for m in module.modules():
+        if type(m).__name__ == "SmolVLMModel":
+            return m
+    raise RuntimeError("no SmolVLMModel inside the engine")
+
+
+def run_phase(job: PhaseJob, stream_factory) -> Path:
+    """Train one phase to its last step and return the folder of its merged model."""
+    import torch
+
+    engine, gas, group_names = build_engine(job)
+    rank, world = job.dist.rank, job.dist.world_size
+    phase, log = job.phase, job.log
+    start_step, stream_state, bad_total = 0, None, 0
+    resume = ckpt.latest(job.run)
+    if resume is not None:
+        state = ckpt.read_trainer_state(resume)
+        if state["stage"] == job.stage and state["phase_index"] == job.index:
+            stream_state = ckpt.load(engine, resume, rank)
+            start_step, bad_total = state["step"], state["bad_steps"]
+            log.info(f"resumed from {resume.name} at step {start_step}")
+    stream = stream_factory(engine, stream_state)
+    batches = iter(stream)
+    if log:
+        log.phase_table(job, engine, group_names, gas)
+    consecutive_bad = 0
+    device = engine.device
+    progress = log.progress(job, start_step) if log else None
+    for step in range(start_step + 1, phase.steps + 1):
+        t0 = time.perf_counter()
+        micro = []
+        for _ in range(gas):
+            try:
+                micro.append(next(batches))
+            except StopIteration:
+                raise TrainingStopped(f"phase '{phase.name}' ran out of data at step {step} of {phase.steps}",
+                                      "raise the sources' caps or lower the phase's steps") from None
+        pad = job.extra["pad_id"]
+        n_tokens, tokens = _all_sum([sum(float((b["labels"][:, 1:] != -100).sum()) for b in micro),
+                                     sum(float((b["input_ids"] != pad).sum()) for b in micro)])
+        loss_sum = 0.0
+        for b in micro:
+            b = {k: v.to(device) for k, v in b.items()}
+            labels = b.pop("labels")
+            out = engine(**b, use_cache=False)
+            total = token_loss_sum(out.logits, labels)
+            loss_sum += float(total.detach())
+            scaled = total / max(n_tokens, 1.0) * gas * world + _vision_keepalive(engine, b)
+            engine.backward(scaled)
+            engine.step()
+        loss = _all_sum([loss_sum])[0] / max(n_tokens, 1.0)
+        finite = math.isfinite(loss)
+        if not finite:
+            if engine.was_step_applied():
+                raise TrainingStopped(f"non-finite loss at step {step} and the optimizer step was not skipped",
+                                      "use a ZeRO config whose optimizer skips invalid gradient norms")
+            bad_total += 1
+            consecutive_bad += 1
+            if consecutive_bad >= job.recipe.train.max_bad_steps:
+                raise TrainingStopped(
+                    f"{consecutive_bad} steps in a row had a non-finite loss (last at step {step}); the last good "
+                    f"checkpoint is {ckpt.latest(job.run) or 'none'}", "lower the learning rate or check the data")
+        else:
+            consecutive_bad = 0
+        dt = time.perf_counter() - t0
+        lrs = {n: g["lr"] for n, g in zip(group_names, engine.optimizer.param_groups)}
+        if log:
+            log.step(job, step, loss if finite else None, lrs, tokens / dt, stream, bad_total, progress)
+        last = step == phase.steps
+        if step % job.recipe.train.checkpoint_every == 0 or last:
+            ckpt.save(engine, job.run, job.index, step,
+                      {"stage": job.stage, "phase_index": job.index, "phase": phase.name, "step": step,
+                       "bad_steps": bad_total, "world_size": world},
+                      stream.state.to_json(), rank, job.recipe.train.keep_last, _barrier)
+        if job.evaluator and (step % job.evaluator.every == 0 or last):
+            job.evaluator(engine, job, step)
+    if progress is not None:
+        progress.stop()
+    _write_phase_model(engine, job)
+    return job.out_dir
+
+
+def _write_phase_model(engine, job: PhaseJob) -> None:
+    from .consolidate import merged_model, write_model_folder
+
+    state = ckpt.gather_state_dict(engine, job.dist.rank)
+    if job.dist.main:
+        write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, job.out_dir)
+    _barrier()

@@ -1,0 +1,127 @@
+# `train-vision` / `train-video`: run a recipe stage's phases in order inside RUN, each phase starting from the
+# previous phase's merged model, resuming automatically from RUN's latest checkpoint.
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from ..errors import OutputError, RecipeError, UserError
+from ..recipe import Recipe, dump_recipe, load_recipe
+from .launch import Dist, init_distributed, relaunch, under_launcher
+
+
+def resolve_init(init: Path) -> Path:
+    """A model folder, or a run folder (its last finished phase)."""
+    init = Path(init)
+    phases = sorted(p for p in (init / "phases").glob("*") if (p / "config.json").is_file()) if init.is_dir() else []
+    if phases:
+        return phases[-1]
+    config = init / "config.json"
+    if not config.is_file():
+        raise UserError(f"'{init}' is neither a model folder nor a run with finished phases",
+                        "pass the folder written by `smolvlm init` or a finished train-vision run")
+    if json.loads(config.read_text()).get("model_type") != "smolvlm":
+        raise UserError(f"'{init}' is not a SmolVLM model folder", "pass the folder written by `smolvlm init`")
+    return init
+
+
+def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int | None) -> Recipe:
+    recipe = load_recipe(recipe_path, overrides)
+    if stage not in recipe.stages:
+        raise RecipeError(f"recipe '{recipe_path}' has no stages.{stage}", f"add a {stage} stage to the recipe")
+    if max_steps:
+        for phase in recipe.stages[stage].phases:
+            phase.steps = min(phase.steps, max_steps)
+    return recipe
+
+
+def git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist) -> None:
+    """RUN holds one stage of one recipe: refuse to mix, record what is needed to reproduce it."""
+    from ..assemble import package_versions
+
+    stamp = run / "run.json"
+    text = dump_recipe(recipe)
+    if stamp.is_file():
+        prev = json.loads(stamp.read_text())
+        if prev["stage"] != stage or (run / "recipe.yaml").read_text() != text:
+            raise OutputError(f"run folder '{run}' holds another run ({prev['stage']} stage of "
+                              f"{prev['recipe']}) or a different recipe", "choose another --out")
+        return
+    if dist.main:
+        run.mkdir(parents=True, exist_ok=True)
+        (run / "recipe.yaml").write_text(text)
+        (run / "run.json").write_text(json.dumps({
+            "recipe": recipe.name, "stage": stage, "init": str(init_dir), "versions": package_versions(),
+            "git_revision": git_revision()}, indent=2))
+
+
+def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides: list[str] | None = None,
+                max_steps: int | None = None, nproc: int = 1, hostfile: str | None = None,
+                deepspeed: str | None = None) -> int:
+    recipe = prepare(recipe_path, stage, overrides or [], max_steps)
+    init_dir = resolve_init(init)
+    if (nproc > 1 or hostfile) and not under_launcher():
+        return relaunch(nproc, hostfile)
+    dist = init_distributed()
+    run = Path(out)
+    _barrier_after(lambda: _claim_run(run, recipe, stage, init_dir, dist))
+    from .log import RunLog
+
+    log = RunLog(run, dist.main, recipe.train.tensorboard)
+    start = init_dir
+    for i, phase in enumerate(recipe.stages[stage].phases):
+        out_dir = run / "phases" / f"{i:02d}-{phase.name}"
+        if (out_dir / "config.json").is_file():
+            log.info(f"phase {i + 1} '{phase.name}' already finished: {out_dir}")
+            start = out_dir
+            continue
+        run_one_phase(recipe, stage, i, phase, start, run, dist, out_dir, deepspeed or recipe.train.deepspeed, log)
+        start = out_dir
+    log.info(f"[bold green]{stage} stage finished[/]: {start}")
+    return 0
+
+
+def _barrier_after(fn) -> None:
+    import torch
+
+    fn()
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def run_one_phase(recipe, stage, index, phase, start, run, dist, out_dir, ds_config, log) -> Path:
+    from transformers import AutoProcessor
+
+    from ..data.encode import EncodeConfig, Encoder
+    from ..data.resolve import open_sources
+    from .engine import PhaseJob, run_phase
+    from .evaluate import make_evaluator
+    from .stream import PhaseStream, StreamState
+
+    processor = AutoProcessor.from_pretrained(start)
+    encoder = Encoder(processor, EncodeConfig(max_seq_len=phase.max_seq_len, video_fps=phase.video_fps,
+                                              video_max_frames=phase.video_max_frames))
+    sources = open_sources(recipe.sources, [e.source for e in phase.data])
+
+    def stream_factory(engine, state):
+        return PhaseStream(sources, phase.data, encoder, seed=recipe.seed + 7919 * index, rank=dist.rank,
+                           world_size=dist.world_size, micro_batch_size=phase.micro_batch_size,
+                           window=recipe.train.group_window, packing=phase.packing, group=phase.group_by_length,
+                           max_seq_len=phase.max_seq_len, max_skip_fraction=recipe.train.max_skip_fraction,
+                           num_workers=recipe.train.num_workers,
+                           state=StreamState.from_json(state) if state else None)
+
+    job = PhaseJob(recipe=recipe, stage=stage, index=index, phase=phase, start_dir=Path(start), run=run, dist=dist,
+                   out_dir=out_dir, ds_config=ds_config, log=log, extra={"pad_id": encoder.pad_id})
+    job.evaluator = make_evaluator(recipe, job)
+    return run_phase(job, stream_factory)
