@@ -41,6 +41,8 @@ def _root(
 
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("PYTHONWARNINGS", "ignore::FutureWarning")  # for relaunched ranks too
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # our own Rich output says what happens
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         warnings.filterwarnings("ignore", category=FutureWarning)
 
 

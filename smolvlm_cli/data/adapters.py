@@ -137,6 +137,8 @@ def from_jsonl(row: dict, *, index: int, source: str, media_root: str | Path | N
     turns = []
     for msg in _messages(row, index):
         content = msg.get("content")
+        if isinstance(content, (int, float)) and not isinstance(content, bool):
+            content = str(content)  # JSON readers may type a bare "7" answer as a number
         if _is_str(content):
             parts = _text(content)
         elif isinstance(content, list):

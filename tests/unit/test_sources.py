@@ -647,3 +647,12 @@ def test_source_is_iterable_of_index_row(tmp_path):
     source = load_source(str(path))
     assert isinstance(source, Source)
     assert [(i, r["messages"][1]["content"]) for i, r in source] == [(0, "a")]
+
+
+def test_jsonl_numeric_answer_becomes_text():
+    """`datasets`' JSON reader can type a bare numeric answer as a number; it is still the answer text."""
+    from smolvlm_cli.data.adapters import from_jsonl
+
+    row = {"messages": [{"role": "user", "content": "What is 3 plus 4?"}, {"role": "assistant", "content": 7}]}
+    sample = from_jsonl(row, index=0, source="s")
+    assert sample.turns[1].parts[0].text == "7"
