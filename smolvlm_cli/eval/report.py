@@ -30,8 +30,8 @@ def print_task_list(console: Console | None = None) -> None:
             continue
         config = f" ({task.config})" if task.config else f" ({len(task.configs)} subsets)" if task.configs else ""
         paper = f"{task.published[0]:.1f} / {task.published[1]:.1f}" if task.published else ""
-        table.add_row(name, f"{task.dataset}{config} {task.split}", task.metric + (" *" if task.rule_based_only else ""),
-                      paper)
+        metric = task.metric + (" *" if task.rule_based_only else "")
+        table.add_row(name, f"{task.dataset}{config} {task.split}", metric, paper)
     if synthetic:
         table.add_row("synthetic_<name>", f"--dataset-path synthetic=DIR; name: {', '.join(synthetic)}",
                       "normalised exact match", "")

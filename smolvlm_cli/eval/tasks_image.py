@@ -257,7 +257,7 @@ def _meta_scorer(fn, *keys):
 
 TASKS = [
     Task("docvqa", "DocVQA", "image", "lmms-lab/DocVQA", "validation", _docvqa, _meta_scorer(m.anls, "answers"),
-         micro(), "ANLS (threshold 0.5)", "mean", 32, config="DocVQA", published=(58.3, 70.5)),
+         micro(), "ANLS (threshold 0.5)", "mean", 128, config="DocVQA", published=(58.3, 70.5)),
     Task("textvqa", "TextVQA", "image", "lmms-lab/textvqa", "validation", _textvqa,
          _meta_scorer(m.vqa_accuracy, "answers"), micro(), "VQA accuracy (EvalAI normaliser, 10 leave-one-out)",
          "mean", 32, published=(50.2, 60.2)),

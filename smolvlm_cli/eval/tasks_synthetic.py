@@ -61,6 +61,9 @@ def _synthetic(row: dict, ctx: BuildContext) -> Item:
     for msg in prompt[:-1]:
         item.history.append({"role": msg["role"], "content": _parts(msg["content"], ctx.data_dir, item)})
     item.content = _parts(prompt[-1]["content"], ctx.data_dir, item)
+    if item.video and item.images:
+        raise UserError(f"item {item.id} mixes images and a video", "eval takes either images or one video per "
+                        "question, as the processor does")
     return item
 
 

@@ -69,7 +69,8 @@ def test_eval_every_task_end_to_end(tiny_model_dir, data, tmp_path):
                                                ["mmmu", "mathvista", "docvqa", "textvqa", "mmstar", "ai2d"]}
     assert results["composite"]["score"] == pytest.approx(composite(scores))
     assert results["tasks"]["docvqa"]["published"] == {"256M": 58.3, "500M": 70.5}
-    assert results["tasks"]["tempcompass"]["rule_based_only"] and "undecided_by_rules" in results["tasks"]["tempcompass"]
+    tempcompass = results["tasks"]["tempcompass"]
+    assert tempcompass["rule_based_only"] and tempcompass["undecided_by_rules"] >= 0
     assert results["tasks"]["ocrbench"]["details"]["max_points"] == 2
 
     table = console.export_text()
@@ -94,8 +95,11 @@ def test_batched_answers_equal_one_at_a_time(model, data, tmp_path):
 def test_vlmevalkit_prompts_render(model, data, tmp_path):
     m, processor = model
     paths, media = data
+    m.train()  # as the trainer hands it over
     evaluate(m, processor, "ai2d,mmmu,videomme", dataset_paths=paths, media_roots=media, prompt_style="vlmevalkit",
              progress=False, max_new_tokens=2, out=tmp_path / "r.json")
+    assert m.training  # evaluated in eval mode, then given back as it came
+    m.eval()
     lines = [json.loads(x) for x in (tmp_path / "r.predictions.jsonl").read_text().splitlines()]
     prompts = {line["task"]: line["prompt"] for line in lines}
     assert prompts["ai2d"].endswith("Answer with the letter.<end_of_utterance>\nAssistant: Answer:")

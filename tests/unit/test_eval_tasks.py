@@ -140,10 +140,11 @@ def test_lmms_prompts(bench):
     assert text("chartqa") == "<image>What is the highest value?\nAnswer the question with a single word."
     assert text("ocrbench") == "<image>what is written in the image?"
     assert text("ai2d") == "<image>Which part is the leaf?\nA. root\nB. stem\nC. leaf\nD. flower" + letter
-    assert text("scienceqa", 0) == "<image>Context: Look at the picture.\nIs the animal a mammal?\nA. yes\nB. no" + letter
+    assert text("scienceqa", 0) == ("<image>Context: Look at the picture.\nIs the animal a mammal?\nA. yes\nB. no"
+                                    + letter)
     assert text("scienceqa", 1) == "<image>Which is a plant?\nA. rock\nB. tree\nC. cup" + letter
-    assert text("mmmu", 0) == ("<image>Which painting is shown in <image 1>?\nA. Mona Lisa\nB. Starry Night\nC. Scream\n"
-                               "D. Guernica\n\n" + letter[1:])
+    assert text("mmmu", 0) == ("<image>Which painting is shown in <image 1>?\nA. Mona Lisa\nB. Starry Night\n"
+                               "C. Scream\nD. Guernica\n\n" + letter[1:])
     assert text("mmmu", 1) == "<image><image>What is <image 1> plus <image 2>?\n\n" + short[1:]
     assert text("mathvista", 0) == ("<image>What fraction of the shape is blue?\nA. 3/11\nB. 8/11\nC. 6/11\nD. 3/5"
                                     + letter)
@@ -199,6 +200,17 @@ def test_local_parquet_without_limit_goes_through_datasets(bench, tmp_path, monk
     paths, _ = bench
     (source,) = row_sources(registry()["chartqa"], paths["chartqa"], None)
     assert len(source) == 2 and source.rows[1]["answer"] == "Yes"
+
+
+def test_video_stored_as_a_folder_of_frames(tmp_path):
+    from smolvlm_cli.eval.runner import _frames_folder
+    from tests.eval_fixtures import image
+
+    for i in range(5):
+        image(i, (20, 10)).save(tmp_path / f"{i:05d}.jpg")
+    frames, metadata = _frames_folder(tmp_path, max_frames=3)
+    assert frames.shape == (3, 10, 20, 3)
+    assert metadata.timestamps == [0.0, 2.0, 4.0]  # segment centres of 5 frames in 3 parts, 1 fps assumed
 
 
 # --------------------------------------------------------------------------------------------- synthetic

@@ -288,7 +288,8 @@ def test_tempcompass_caption_matching(pred, score):
 # --------------------------------------------------------------------------------------------- synthetic
 
 
-@pytest.mark.parametrize("pred,answer,score", [("Red.", "red", 1.0), ("three", "3", 1.0), (" blue  sky ", "Blue sky", 1.0),
-                                               ("red circle", "red", 0.0), ("", "red", 0.0)])
+@pytest.mark.parametrize("pred,answer,score", [("Red.", "red", 1.0), ("three", "3", 1.0),
+                                               (" blue  sky ", "Blue sky", 1.0), ("red circle", "red", 0.0),
+                                               ("", "red", 0.0)])
 def test_short_answer_match(pred, answer, score):
     assert m.short_answer_match(pred, answer) == score
