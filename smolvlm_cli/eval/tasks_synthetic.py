@@ -17,10 +17,19 @@ def _media_path(path: str, data_dir: Path | None) -> Path:
     return p if p.is_absolute() or data_dir is None else data_dir / p
 
 
+def _text(content) -> str:
+    """A message content as plain text; a bare number counts as its text (JSON readers may type "7" as 7)."""
+    if isinstance(content, (int, float)) and not isinstance(content, bool):
+        return str(content)
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content if p.get("type") == "text")
+
+
 def _parts(content, data_dir: Path | None, item: Item) -> list[dict]:
     """A user-JSONL message content as processor parts; media are loaded into `item` as they come."""
-    if isinstance(content, str):
-        return [text_part(content)]
+    if not isinstance(content, list):
+        return [text_part(_text(content))]
     parts = []
     for part in content:
         kind = part.get("type")
@@ -51,13 +60,11 @@ def _synthetic(row: dict, ctx: BuildContext) -> Item:
     if last is None or last == 0:
         raise UserError(f"{ctx.task} row {ctx.index} has no question and answer", "each row needs a user turn "
                         "followed by an assistant answer")
-    answer = messages[last]["content"]
-    answer = answer if isinstance(answer, str) else "".join(p.get("text", "") for p in answer)
+    answer = _text(messages[last]["content"])
     item = Item(row_id(row, ctx, "id"), [], answers=[answer], meta={"answer": answer})
     prompt = messages[:last]
     if prompt[0]["role"] == "system":
-        system = prompt.pop(0)["content"]
-        item.system = system if isinstance(system, str) else "".join(p.get("text", "") for p in system)
+        item.system = _text(prompt.pop(0)["content"])
     for msg in prompt[:-1]:
         item.history.append({"role": msg["role"], "content": _parts(msg["content"], ctx.data_dir, item)})
     item.content = _parts(prompt[-1]["content"], ctx.data_dir, item)

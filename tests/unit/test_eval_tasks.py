@@ -232,6 +232,28 @@ def test_synthetic_tasks_read_the_generators_jsonl(tmp_path):
                                None))[0].images) == 2
 
 
+def test_hand_written_jsonl_with_system_history_and_numeric_answer(tmp_path):
+    import json
+
+    from tests.eval_fixtures import image
+
+    (tmp_path / "test").mkdir()
+    image(0).save(tmp_path / "test" / "a.png")
+    row = {"id": "r1", "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+        {"role": "user", "content": [{"type": "image", "path": "a.png"}, {"type": "text", "text": "How many?"}]},
+        {"role": "assistant", "content": 7}]}
+    (tmp_path / "test" / "count.jsonl").write_text(json.dumps(row) + "\n\n")
+    task = registry()["synthetic_count"]
+    (item,) = iter_items(task, row_sources(task, tmp_path), "lmms", None)
+    assert (item.id, item.system, item.answers, item.user_text()) == ("r1", "Be brief.", ["7"], "<image>How many?")
+    assert item.history == [{"role": "user", "content": [{"type": "text", "text": "Hi"}]},
+                            {"role": "assistant", "content": [{"type": "text", "text": "Hello"}]}]
+    assert [m["role"] for m in item.messages()] == ["system", "user", "assistant", "user"]
+    assert score_task(task, [item], ["seven"])["score"] == 1.0
+
+
 # --------------------------------------------------------------------------------------------- errors
 
 
