@@ -130,6 +130,74 @@ def train_video(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutO
     _train("video", recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
 
 
+@app.command("eval")
+@user_errors
+def eval_(
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="SmolVLM model folder."),
+    tasks: Optional[str] = typer.Option(None, "--tasks", "-t",
+                                        help="Comma list of tasks or groups: all, image, video, synthetic."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="At most N questions per task (per subset)."),
+    batch_size: int = typer.Option(8, "--batch-size", "-b", help="Questions generated together (left padding)."),
+    out: Path = typer.Option(Path("eval_results.json"), "--out", "-o",
+                             help="Results JSON; predictions go to <stem>.predictions.jsonl beside it."),
+    dataset_path: Optional[list[str]] = typer.Option(
+        None, "--dataset-path", help="TASK=FOLDER of parquet files with the hub dataset's columns; "
+                                     "synthetic=DIR for the synthetic tasks. Repeatable."),
+    media_root: Optional[list[str]] = typer.Option(None, "--media-root",
+                                                   help="TASK=FOLDER holding a video benchmark's videos."),
+    prompt_style: str = typer.Option("lmms", "--prompt-style",
+                                     help="lmms (lmms-eval's prompts) or vlmevalkit (the paper's numbers')."),
+    max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap every task's answer length."),
+    list_tasks: bool = typer.Option(False, "--list", help="List the tasks with their datasets and exit."),
+) -> None:
+    """Score a SmolVLM on the SmolVLM paper's benchmarks and the synthetic tasks with the official scoring."""
+    from .eval.runner import cli_eval
+
+    if dataset_path is None and tasks and "synthetic" in tasks:
+        from .data.resolve import synthetic_root
+
+        dataset_path = [f"synthetic={synthetic_root()}"]
+    cli_eval(model, tasks, limit, batch_size, out, dataset_path, media_root, prompt_style, list_tasks,
+             max_new_tokens)
+
+
+data_app = typer.Typer(help="Built-in synthetic data and data inspection.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("synth")
+@user_errors
+def data_synth(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the synthetic dataset to."),
+    train: int = typer.Option(400, "--train", help="Training examples per task."),
+    test: int = typer.Option(100, "--test", help="Held-out examples per task."),
+    seed: int = typer.Option(0, "--seed"),
+    image_size: int = typer.Option(64, "--image-size"),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+) -> None:
+    """Write the built-in synthetic dataset (PNG images, mp4 videos, JSONL; Cauldron and LLaVA mirrors)."""
+    from rich.console import Console
+
+    from .data.synthetic import write_synthetic
+    from .fsutil import atomic_output_dir
+
+    with atomic_output_dir(out, force) as tmp:
+        counts = write_synthetic(tmp, train, test, seed=seed, image_size=image_size)
+    Console().print(f"wrote {sum(counts['train'].values())} train and {sum(counts['test'].values())} test examples "
+                    f"({len(counts['train'])} tasks) to [bold]{out}[/]")
+
+
+@data_app.command("inspect")
+@user_errors
+def data_inspect(recipe: Path = RecipeOpt, stage: str = typer.Option("vision", "--stage", help="vision | video"),
+                 init: Path = InitOpt, set_: Optional[list[str]] = SetOpt,
+                 samples: int = typer.Option(512, "--samples", help="Samples to draw per phase.")) -> None:
+    """Report a stage's data per phase: sources, modalities, token lengths, skipped samples, batch efficiency."""
+    from .data.inspect import inspect_stage
+
+    inspect_stage(recipe, stage, init, set_ or [], None, n_samples=samples)
+
+
 def main() -> None:
     try:
         app()

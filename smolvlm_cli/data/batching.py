@@ -126,3 +126,33 @@ def real_token_fraction(batches: Iterable[list[list[Encoded]]]) -> float:
         real += sum(lengths)
         total += len(rows) * max(lengths)
     return real / total if total else 0.0
+
+
+def add_blank_image(batch: dict, image_token_id: int, image_seq_len: int, tile: int, pad_id: int) -> dict:
+    """Give an image-free batch one blank image, placed in `image_seq_len` extra positions at the end of row 0
+    that nothing attends to and no label supervises. The logits of the real tokens and the loss are unchanged,
+    but the vision tower runs: under ZeRO-3 every rank must run the same modules in the same order."""
+    import torch
+
+    if "pixel_values" in batch:
+        return batch
+    ids = batch["input_ids"]
+    b, length = ids.shape
+    n = image_seq_len
+    out = dict(batch)
+    out["input_ids"] = torch.cat([ids, torch.full((b, n), pad_id, dtype=ids.dtype)], dim=1)
+    out["input_ids"][0, length:] = image_token_id
+    out["labels"] = torch.cat([batch["labels"], torch.full((b, n), IGNORE, dtype=batch["labels"].dtype)], dim=1)
+    mask = batch["attention_mask"]
+    if mask.dim() == 2:
+        out["attention_mask"] = torch.cat([mask, torch.zeros((b, n), dtype=mask.dtype)], dim=1)
+    else:  # packed: the blank block only attends to itself
+        big = torch.full((b, 1, length + n, length + n), torch.finfo(mask.dtype).min, dtype=mask.dtype)
+        big[:, :, :length, :length] = mask
+        idx = torch.arange(length, length + n)
+        big[:, :, idx, idx] = 0
+        out["attention_mask"] = big
+        out["position_ids"] = torch.cat([batch["position_ids"], torch.arange(n).expand(b, n)], dim=1)
+    out["pixel_values"] = torch.zeros((b, 1, 3, tile, tile))
+    out["pixel_attention_mask"] = torch.ones((b, 1, tile, tile), dtype=torch.bool)
+    return out

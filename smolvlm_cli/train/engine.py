@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..data.batching import add_blank_image
 from . import checkpoint as ckpt
 from .launch import Dist
 
@@ -113,23 +114,6 @@ def token_loss_sum(logits, labels):
                            reduction="sum")
 
 
-def _vision_keepalive(engine, batch):
-    """0 x (vision tower + connector on a blank tile) for micro-batches without images, so every rank's trainable
-    vision parameters take part in every backward (ZeRO-3 reduces gradients collectively)."""
-    import torch
-
-    if "pixel_values" in batch:
-        return 0.0
-    inner = _inner(engine.module)
-    if not any(p.requires_grad for p in inner.connector.parameters()) and not any(
-            p.requires_grad for p in inner.vision_model.parameters()):
-        return 0.0
-    size = inner.config.vision_config.image_size
-    pixels = torch.zeros(1, 3, size, size, device=engine.device, dtype=next(inner.connector.parameters()).dtype)
-    feats = inner.connector(inner.vision_model(pixel_values=pixels).last_hidden_state)
-    return 0.0 * feats.float().sum()
-
-
 def _inner(module):
     for m in module.modules():
         if type(m).__name__ == "SmolVLMModel":
@@ -158,6 +142,9 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
         log.phase_table(job, engine, group_names, gas)
     consecutive_bad = 0
     device = engine.device
+    vc = _inner(engine.module).config
+    blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.extra["pad_id"],
+             "image_seq_len": (vc.vision_config.image_size // vc.vision_config.patch_size) ** 2 // vc.scale_factor ** 2}
     progress = log.progress(job, start_step) if log else None
     for step in range(start_step + 1, phase.steps + 1):
         t0 = time.perf_counter()
@@ -173,12 +160,12 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
                                      sum(float((b["input_ids"] != pad).sum()) for b in micro)])
         loss_sum = 0.0
         for b in micro:
-            b = {k: v.to(device) for k, v in b.items()}
+            b = {k: v.to(device) for k, v in add_blank_image(b, **blank).items()}
             labels = b.pop("labels")
             out = engine(**b, use_cache=False)
             total = token_loss_sum(out.logits, labels)
             loss_sum += float(total.detach())
-            scaled = total / max(n_tokens, 1.0) * gas * world + _vision_keepalive(engine, b)
+            scaled = total / max(n_tokens, 1.0) * gas * world
             engine.backward(scaled)
             engine.step()
         loss = _all_sum([loss_sum])[0] / max(n_tokens, 1.0)
