@@ -146,56 +146,55 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
     blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.extra["pad_id"],
              "image_seq_len": (vc.vision_config.image_size // vc.vision_config.patch_size) ** 2 // vc.scale_factor ** 2}
     progress = log.progress(job, start_step) if log else None
-    for step in range(start_step + 1, phase.steps + 1):
-        t0 = time.perf_counter()
-        micro = []
-        for _ in range(gas):
-            try:
-                micro.append(next(batches))
-            except StopIteration:
-                raise TrainingStopped(f"phase '{phase.name}' ran out of data at step {step} of {phase.steps}",
-                                      "raise the sources' caps or lower the phase's steps") from None
-        pad = job.extra["pad_id"]
-        n_tokens, tokens = _all_sum([sum(float((b["labels"][:, 1:] != -100).sum()) for b in micro),
-                                     sum(float((b["input_ids"] != pad).sum()) for b in micro)])
-        loss_sum = 0.0
-        for b in micro:
-            b = {k: v.to(device) for k, v in add_blank_image(b, **blank).items()}
-            labels = b.pop("labels")
-            out = engine(**b, use_cache=False)
-            total = token_loss_sum(out.logits, labels)
-            loss_sum += float(total.detach())
-            scaled = total / max(n_tokens, 1.0) * gas * world
-            engine.backward(scaled)
-            engine.step()
-        loss = _all_sum([loss_sum])[0] / max(n_tokens, 1.0)
-        finite = math.isfinite(loss)
-        if not finite:
-            if engine.was_step_applied():
+    try:
+        for step in range(start_step + 1, phase.steps + 1):
+            t0 = time.perf_counter()
+            micro = []
+            for _ in range(gas):
+                try:
+                    micro.append(next(batches))
+                except StopIteration:
+                    raise TrainingStopped(f"phase '{phase.name}' ran out of data at step {step} of {phase.steps}",
+                                          "raise the sources' caps or lower the phase's steps") from None
+            pad = job.extra["pad_id"]
+            n_tokens, tokens = _all_sum([sum(float((b["labels"][:, 1:] != -100).sum()) for b in micro),
+                                         sum(float((b["input_ids"] != pad).sum()) for b in micro)])
+            loss_sum = 0.0
+            for b in micro:
+                b = {k: v.to(device) for k, v in add_blank_image(b, **blank).items()}
+                labels = b.pop("labels")
+                out = engine(**b, use_cache=False)
+                total = token_loss_sum(out.logits, labels)
+                loss_sum += float(total.detach())
+                scaled = total / max(n_tokens, 1.0) * gas * world
+                engine.backward(scaled)
+                engine.step()
+            loss = _all_sum([loss_sum])[0] / max(n_tokens, 1.0)
+            finite = math.isfinite(loss)
+            if not finite and engine.was_step_applied():
                 raise TrainingStopped(f"non-finite loss at step {step} and the optimizer step was not skipped",
                                       "use a ZeRO config whose optimizer skips invalid gradient norms")
-            bad_total += 1
-            consecutive_bad += 1
+            bad_total += not finite
+            consecutive_bad = 0 if finite else consecutive_bad + 1
+            dt = time.perf_counter() - t0
+            lrs = {n: g["lr"] for n, g in zip(group_names, engine.optimizer.param_groups)}
+            if log:
+                log.step(job, step, loss if finite else None, lrs, tokens / dt, stream, bad_total, progress)
             if consecutive_bad >= job.recipe.train.max_bad_steps:
                 raise TrainingStopped(
                     f"{consecutive_bad} steps in a row had a non-finite loss (last at step {step}); the last good "
                     f"checkpoint is {ckpt.latest(job.run) or 'none'}", "lower the learning rate or check the data")
-        else:
-            consecutive_bad = 0
-        dt = time.perf_counter() - t0
-        lrs = {n: g["lr"] for n, g in zip(group_names, engine.optimizer.param_groups)}
-        if log:
-            log.step(job, step, loss if finite else None, lrs, tokens / dt, stream, bad_total, progress)
-        last = step == phase.steps
-        if step % job.recipe.train.checkpoint_every == 0 or last:
-            ckpt.save(engine, job.run, job.index, step,
-                      {"stage": job.stage, "phase_index": job.index, "phase": phase.name, "step": step,
-                       "bad_steps": bad_total, "world_size": world},
-                      stream.state.to_json(), rank, job.recipe.train.keep_last, _barrier)
-        if job.evaluator and (step % job.evaluator.every == 0 or last):
-            job.evaluator(engine, job, step)
-    if progress is not None:
-        progress.stop()
+            last = step == phase.steps
+            if finite and (step % job.recipe.train.checkpoint_every == 0 or last):
+                ckpt.save(engine, job.run, job.index, step,
+                          {"stage": job.stage, "phase_index": job.index, "phase": phase.name, "step": step,
+                           "bad_steps": bad_total, "world_size": world},
+                          stream.state.to_json(), rank, job.recipe.train.keep_last, _barrier)
+            if job.evaluator and (step % job.evaluator.every == 0 or last):
+                job.evaluator(engine, job, step)
+    finally:
+        if progress is not None:
+            progress.stop()
     _write_phase_model(engine, job)
     return job.out_dir
 

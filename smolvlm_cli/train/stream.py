@@ -84,6 +84,7 @@ class PhaseStream:
         loader = torch.utils.data.DataLoader(
             _Draws(self.sources, self.encoder), sampler=self._keys(), batch_size=None, collate_fn=lambda x: x,
             num_workers=self.num_workers, persistent_workers=False,
+            generator=torch.Generator().manual_seed(self.seed),  # never draw from the global RNG: exact resume
         )
         yield from loader
 

@@ -201,3 +201,23 @@ class _Len:
 
     def __len__(self):
         return self.n
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_blank_image_changes_no_logit_and_no_loss(model, processor, packed):
+    """Text-only batches get a blank image (ZeRO-3 ranks must all run the vision tower); nothing else changes."""
+    from smolvlm_cli.data.batching import add_blank_image
+
+    model.set_attn_implementation("sdpa")
+    samples = _samples(processor)[1:2] * 2  # text-only
+    pad = processor.tokenizer.pad_token_id
+    batch = collate_packed([samples], pad) if packed else collate(samples, pad)
+    length = batch["input_ids"].shape[1]
+    blank = add_blank_image(batch, model.config.image_token_id, 16, 64, pad)
+    assert blank["input_ids"].shape[1] == length + 16 and blank["pixel_values"].shape[-1] == 64
+    assert int((blank["input_ids"] == model.config.image_token_id).sum()) == 16
+    with torch.no_grad():
+        ref = model(**batch)
+        out = model(**blank)
+    assert (out.logits[:, :length] - ref.logits).abs().max().item() < 1e-5
+    assert abs(out.loss.item() - ref.loss.item()) < 1e-6

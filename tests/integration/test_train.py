@@ -1,0 +1,202 @@
+"""Training with real DeepSpeed ZeRO-3 on the tiny model: 1 vs 2 processes, exact resume, phase semantics and the
+DoRA merge, non-finite losses."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import TINY_RECIPE
+
+pytestmark = pytest.mark.slow
+
+LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "LOCAL_WORLD_SIZE")
+
+
+def write_recipe(tmp_path: Path, phase: dict, **train) -> Path:
+    data = yaml.safe_load(TINY_RECIPE.read_text())
+    base = {"name": "p", "steps": 5, "global_batch_size": 8, "micro_batch_size": 2, "max_seq_len": 512,
+            "group_by_length": False, "schedule": {"type": "linear", "warmup_steps": 1},
+            "data": [{"source": "colour", "weight": 60}, {"source": "text", "weight": 40}]}
+    data["stages"] = {"vision": {"phases": [{**base, **phase}]}}
+    data["train"].update({"checkpoint_every": 100, **train})
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_ENV}
+    return subprocess.run([sys.executable, "-m", "smolvlm_cli.cli", *map(str, args)], env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def losses(run: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
+            if "loss" in json.loads(line)]
+
+
+DORA = {"vision": {"mode": "dora", "lr": 1e-3}, "connector": {"mode": "full", "lr": 1e-3},
+        "text": {"mode": "dora", "lr": 1e-3}, "embeddings": {"mode": "full", "lr": 1e-3}}
+
+
+def test_two_processes_match_one_and_shard_the_state(tmp_path, tiny_model_dir):
+    recipe = write_recipe(tmp_path, {"parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    runs = {}
+    for n in (1, 2):
+        runs[n] = tmp_path / f"run{n}"
+        res = cli("train-vision", "--recipe", recipe, "--init", tiny_model_dir, "--out", runs[n], "--nproc", n)
+        assert res.returncode == 0, res.stderr[-3000:]
+    one, two = losses(runs[1]), losses(runs[2])
+    assert len(one) == len(two) == 5
+    assert max(abs(a - b) for a, b in zip(one, two)) < 1e-4
+    # each rank's optimizer shard holds half of the fp32 partition; one process holds it all
+    trainable = None
+    sizes = {}
+    for n, run in runs.items():
+        state = next((run / "checkpoints").glob("phase0-step*")) / "state"
+        sizes[n] = [sum(t.numel() for t in torch.load(state / f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt",
+                                                       weights_only=False)["optimizer_state_dict"]["fp32_flat_groups"])
+                    for r in range(n)]
+    trainable = sizes[1][0]
+    assert len(sizes[2]) == 2 and sizes[2][0] == sizes[2][1]
+    assert trainable <= 2 * sizes[2][0] < trainable + 2 * 64  # halves, up to alignment padding
+
+
+class Interrupt(Exception):
+    pass
+
+
+def _train(recipe, init, out):
+    from smolvlm_cli.train.run import train_stage
+
+    return train_stage(recipe, "vision", init, out)
+
+
+def _weights(run: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(next((run / "phases").glob("00-*")) / "model.safetensors")
+
+
+def test_exact_resume_after_stop_and_after_a_crash_while_checkpointing(tmp_path, tiny_model_dir, monkeypatch):
+    from smolvlm_cli.train import checkpoint as ckpt
+
+    recipe = write_recipe(tmp_path, {"steps": 8, "micro_batch_size": 4, "group_by_length": True, "parts": DORA,
+                                     "adapter": {"r": 4, "alpha": 8, "dropout": 0.1}, "neftune_alpha": 5},
+                          checkpoint_every=4, keep_last=3, group_window=2)
+    straight = tmp_path / "straight"
+    _train(recipe, tiny_model_dir, straight)
+
+    run = tmp_path / "resumed"
+    real_save = ckpt.save
+
+    def stop_after_step_4(engine, run_dir, phase_index, step, *args, **kwargs):
+        out = real_save(engine, run_dir, phase_index, step, *args, **kwargs)
+        if step == 4:
+            raise Interrupt
+        return out
+
+    monkeypatch.setattr(ckpt, "save", stop_after_step_4)
+    with pytest.raises(Interrupt):
+        _train(recipe, tiny_model_dir, run)
+    assert ckpt.latest(run).name == "phase0-step00000004"
+
+    def crash_while_writing(self, save_dir, *args, **kwargs):
+        (Path(save_dir) / "partial").write_text("half a checkpoint")
+        raise Interrupt
+
+    monkeypatch.setattr(ckpt, "save", real_save)
+    import deepspeed
+
+    real_ds_save = deepspeed.DeepSpeedEngine.save_checkpoint
+    monkeypatch.setattr(deepspeed.DeepSpeedEngine, "save_checkpoint", crash_while_writing)
+    with pytest.raises(Interrupt):
+        _train(recipe, tiny_model_dir, run)  # resumes at 4, crashes writing step 8
+    assert ckpt.latest(run).name == "phase0-step00000004"
+    monkeypatch.setattr(deepspeed.DeepSpeedEngine, "save_checkpoint", real_ds_save)
+    _train(recipe, tiny_model_dir, run)
+
+    assert losses(run)[-4:] == losses(straight)[4:]
+    a, b = _weights(straight), _weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_phase_semantics_frozen_dora_and_merge(tmp_path, tiny_model_dir, monkeypatch):
+    from safetensors.torch import load_file
+
+    from smolvlm_cli.train import engine
+    from smolvlm_cli.train.checkpoint import gather_state_dict
+    from smolvlm_cli.train.consolidate import build_model, merged_model
+
+    parts = {"vision": {"mode": "frozen"}, "connector": {"mode": "full", "lr": 1e-3},
+             "text": {"mode": "dora", "lr": 1e-3}, "embeddings": {"mode": "frozen"}}
+    recipe = write_recipe(tmp_path, {"steps": 3, "parts": parts, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    captured = {}
+    real_gather = gather_state_dict
+
+    def capture(eng, rank):
+        captured["state"] = real_gather(eng, rank)
+        return captured["state"]
+
+    monkeypatch.setattr("smolvlm_cli.train.checkpoint.gather_state_dict", capture)
+    run = tmp_path / "run"
+    _train(recipe, tiny_model_dir, run)
+    state, init = captured["state"], load_file(tiny_model_dir / "model.safetensors")
+    prefix = "base_model.model."
+    changed = {k[len(prefix):].replace(".base_layer", ""): not torch.equal(v, init[k[len(prefix):].replace(
+        ".base_layer", "")]) for k, v in state.items() if "lora_" not in k}
+    assert not any(v for k, v in changed.items() if k.startswith("model.vision_model."))  # frozen
+    assert not changed["model.text_model.embed_tokens.weight"] and not changed["lm_head.weight"]
+    assert not any(v for k, v in changed.items() if k.startswith("model.text_model.layers.") and k.endswith(
+        ("proj.weight",)))  # DoRA keeps the wrapped base weights
+    assert changed["model.connector.modality_projection.proj.weight"]  # full
+    assert changed["model.text_model.norm.weight"]  # unwrapped params of a DoRA part train
+    lora_b = [v for k, v in state.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # adapters moved from their zero init
+
+    phase = engine.PhaseJob  # the phase object is rebuilt from the recipe for the reference model
+    from smolvlm_cli.recipe import load_recipe
+
+    phase = load_recipe(recipe).stages["vision"].phases[0]
+    adapted = build_model(tiny_model_dir, phase)
+    adapted.load_state_dict(state, strict=False)
+    merged = merged_model(state, tiny_model_dir, phase)
+    from transformers import AutoModelForImageTextToText
+
+    saved = AutoModelForImageTextToText.from_pretrained(run / "phases" / "00-p").eval()
+    ids = torch.randint(3, 500, (2, 24), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = adapted.eval()(input_ids=ids).logits
+        assert (merged(input_ids=ids).logits - ref).abs().max().item() < 1e-4
+        assert (saved(input_ids=ids).logits - ref).abs().max().item() < 1e-4
+
+
+def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, tiny_model_dir, monkeypatch):
+    from smolvlm_cli.train import checkpoint as ckpt
+    from smolvlm_cli.train import engine
+
+    recipe = write_recipe(tmp_path, {"steps": 8, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}},
+                          checkpoint_every=1, keep_last=2, max_bad_steps=3)
+    calls = {"n": 0}
+    real = engine.token_loss_sum
+
+    def poisoned(logits, labels):
+        calls["n"] += 1
+        loss = real(logits, labels)
+        return loss * float("nan") if calls["n"] > 4 * 2 else loss  # steps 3+ (4 micro-batches a step)
+
+    monkeypatch.setattr(engine, "token_loss_sum", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(engine.TrainingStopped, match="3 steps in a row had a non-finite loss"):
+        _train(recipe, tiny_model_dir, run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["loss"] is None for r in records] == [False, False, True, True, True]
+    assert records[-1]["bad_steps"] == 3
+    assert ckpt.latest(run).name == "phase0-step00000002"  # the last good checkpoint, intact
