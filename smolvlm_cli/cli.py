@@ -161,6 +161,26 @@ def eval_(
              max_new_tokens)
 
 
+@app.command()
+@user_errors
+def export(
+    source: Path = typer.Argument(..., help="A run folder, a checkpoint folder or a model folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the Hugging Face model to."),
+    checkpoint: str = typer.Option("last", "--checkpoint", help="best | last | STEP (for a run folder)."),
+    merge_adapters: bool = typer.Option(True, "--merge-adapters/--keep-adapters",
+                                        help="Merge DoRA/LoRA into the weights, or write them as a peft adapter."),
+    dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 | float16 | float32"),
+    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+) -> None:
+    """Write a folder that plain transformers loads: weights, config, processor, generation config, model card."""
+    from rich.console import Console
+
+    from .export import export as run_export
+
+    path = run_export(source, out, checkpoint=checkpoint, merge=merge_adapters, dtype=dtype, force=force)
+    Console().print(f"exported to [bold]{path}[/] (AutoModelForImageTextToText / AutoProcessor load it)")
+
+
 data_app = typer.Typer(help="Built-in synthetic data and data inspection.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 

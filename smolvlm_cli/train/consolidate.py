@@ -43,8 +43,9 @@ def merged_model(state: dict, start_dir: Path, phase=None):
     return model.eval()
 
 
-def write_model_folder(model, start_dir: Path, out: Path, dtype: str | None = None, force: bool = True) -> Path:
-    """save_pretrained + the processor files of `start_dir`, atomically."""
+def write_model_folder(model, start_dir: Path, out: Path, dtype: str | None = None, force: bool = True,
+                       extra=None) -> Path:
+    """save_pretrained + the processor files of `start_dir` (+ whatever `extra(tmp)` adds), atomically."""
     import torch
 
     if dtype:
@@ -55,4 +56,6 @@ def write_model_folder(model, start_dir: Path, out: Path, dtype: str | None = No
             src = Path(start_dir) / name
             if src.is_file() and (name == "generation_config.json" or not (tmp / name).exists()):
                 shutil.copy2(src, tmp / name)
+        if extra is not None:
+            extra(tmp)
     return Path(out)

@@ -67,6 +67,15 @@ def test_two_processes_match_one_and_shard_the_state(tmp_path, tiny_model_dir):
     trainable = sizes[1][0]
     assert len(sizes[2]) == 2 and sizes[2][0] == sizes[2][1]
     assert trainable <= 2 * sizes[2][0] < trainable + 2 * 64  # halves, up to alignment padding
+    # the exports of both runs hold the same weights (up to the order of float additions in the all-reduce)
+    from safetensors.torch import load_file
+
+    for n in (1, 2):
+        res = cli("export", runs[n], "--out", tmp_path / f"export{n}", "--dtype", "float32")
+        assert res.returncode == 0, res.stderr[-2000:]
+    a, b = (load_file(tmp_path / f"export{n}" / "model.safetensors") for n in (1, 2))
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
 
 
 class Interrupt(Exception):
@@ -176,6 +185,25 @@ def test_phase_semantics_frozen_dora_and_merge(tmp_path, tiny_model_dir, monkeyp
         ref = adapted.eval()(input_ids=ids).logits
         assert (merged(input_ids=ids).logits - ref).abs().max().item() < 1e-4
         assert (saved(input_ids=ids).logits - ref).abs().max().item() < 1e-4
+
+    # export from the DeepSpeed checkpoint (consolidated on one process), merged and as base + peft adapter
+    from peft import PeftModel
+    from transformers import AutoProcessor
+
+    from smolvlm_cli.export import export
+
+    merged_dir = export(run, tmp_path / "merged", checkpoint="3", dtype="float32")
+    kept_dir = export(run, tmp_path / "kept", checkpoint="3", merge=False, dtype="float32")
+    assert (kept_dir / "adapter" / "adapter_config.json").is_file() and (merged_dir / "README.md").is_file()
+    exported = AutoModelForImageTextToText.from_pretrained(merged_dir).eval()
+    with_adapter = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(kept_dir),
+                                             kept_dir / "adapter").eval()
+    proc = AutoProcessor.from_pretrained(merged_dir)
+    assert exported.generation_config.eos_token_id == proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    with torch.no_grad():
+        out = exported(input_ids=ids).logits
+        assert (out - ref).abs().max().item() < 1e-4  # the training model's logits at that checkpoint
+        assert (with_adapter(input_ids=ids).logits - out).abs().max().item() < 1e-4
 
 
 def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, tiny_model_dir, monkeypatch):
