@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 # torch / torchvision for this machine; override for your CUDA build, e.g. make TORCH="torch torchvision" test
 TORCH ?= torch==2.14.1 torchvision==0.29.1
 RUN ?= runs/quickstart
+NPROC ?= 2
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-fast quickstart bench clean
@@ -27,7 +28,7 @@ test-fast: setup
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 quickstart: setup
-	$(VENV)/bin/smolvlm init --recipe recipes/tiny.yaml --out $(RUN)/init --force
+	$(PY) scripts/quickstart.py $(RUN) $(NPROC)
 
 bench: setup
 	$(PY) benchmarks/cli_startup.py

@@ -153,6 +153,10 @@ def eval_(
     """Score a SmolVLM on the SmolVLM paper's benchmarks and the synthetic tasks with the official scoring."""
     from .eval.runner import cli_eval
 
+    if model is not None and (Path(model) / "run.json").is_file():
+        from .train.run import resolve_init
+
+        model = resolve_init(model)  # a run folder: its last finished phase
     if dataset_path is None and tasks and "synthetic" in tasks:
         from .data.resolve import synthetic_root
 

@@ -136,6 +136,7 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
             stream_state = ckpt.load(engine, resume, rank)
             start_step, bad_total = state["step"], state["bad_steps"]
             log.info(f"resumed from {resume.name} at step {start_step}")
+    engine.train()  # from_pretrained leaves the model in eval mode: no dropout, no NEFTune
     stream = stream_factory(engine, stream_state)
     batches = iter(stream)
     if log:

@@ -15,7 +15,9 @@ from smolvlm_cli.data.sample import Image, Sample, SampleError, Text, Turn, Vide
 def processor(tiny_model_dir):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(tiny_model_dir)
+    processor = AutoProcessor.from_pretrained(tiny_model_dir)
+    processor.image_processor.size = {"longest_edge": 128}  # split images into up to 2x2 tiles + global
+    return processor
 
 
 @pytest.fixture(scope="module")

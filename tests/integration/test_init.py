@@ -81,6 +81,8 @@ def test_output_loads_offline_and_generates_on_image_and_video(tiny_model_dir):
     assert model.generation_config.eos_token_id == eou and proc.tokenizer.eos_token_id == eou
     assert model.lm_head.weight.data_ptr() != model.model.text_model.embed_tokens.weight.data_ptr()  # untied
 
+    assert proc.image_processor.size["longest_edge"] == 64  # the tiny recipe: one tile per image
+    proc.image_processor.size = {"longest_edge": 128}  # exercise image splitting: up to 2x2 tiles
     rng = np.random.RandomState(0)
     img = Image.fromarray(rng.randint(0, 255, (100, 90, 3), dtype=np.uint8))
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
