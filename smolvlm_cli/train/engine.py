@@ -50,6 +50,22 @@ def _all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def _peak_rss_mb() -> list[float]:
+    """Peak memory of every rank, in MiB: GPU memory allocated on GPU, resident memory on CPU."""
+    import resource
+
+    import torch
+
+    peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else \
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    mine = torch.tensor([peak], dtype=torch.float64)
+    if not torch.distributed.is_initialized():
+        return mine.tolist()
+    everyone = [torch.zeros_like(mine) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(everyone, mine)
+    return [round(float(t), 1) for t in everyone]
+
+
 def build_engine(job: PhaseJob):
     import deepspeed
     import torch
@@ -179,8 +195,9 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
             consecutive_bad = 0 if finite else consecutive_bad + 1
             dt = time.perf_counter() - t0
             lrs = {n: g["lr"] for n, g in zip(group_names, engine.optimizer.param_groups)}
+            memory = _peak_rss_mb() if step % job.recipe.train.log_every == 0 or step == phase.steps else None
             if log:
-                log.step(job, step, loss if finite else None, lrs, tokens / dt, stream, bad_total, progress)
+                log.step(job, step, loss if finite else None, lrs, tokens / dt, stream, bad_total, progress, memory)
             if consecutive_bad >= job.recipe.train.max_bad_steps:
                 raise TrainingStopped(
                     f"{consecutive_bad} steps in a row had a non-finite loss (last at step {step}); the last good "

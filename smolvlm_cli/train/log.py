@@ -60,12 +60,13 @@ class RunLog:
                                        loss="-", lr="-", tps="-")
         return progress
 
-    def step(self, job, step, loss, lrs, tokens_per_s, stream, bad_steps, progress) -> None:
+    def step(self, job, step, loss, lrs, tokens_per_s, stream, bad_steps, progress, memory=None) -> None:
         if not self.main:
             return
         record = {"time": round(time.time(), 3), "stage": job.stage, "phase": job.phase.name, "step": step,
                   "loss": loss, "lr": lrs, "tokens_per_s": round(tokens_per_s, 1), "samples_seen": stream.seen,
-                  "skipped": dict(stream.skipped), "fitted": dict(stream.fitted), "bad_steps": bad_steps}
+                  "skipped": dict(stream.skipped), "fitted": dict(stream.fitted), "bad_steps": bad_steps,
+                  "peak_rss_mb": memory}
         if step % job.recipe.train.log_every == 0 or step == job.phase.steps:
             with self.metrics.open("a") as f:
                 f.write(json.dumps(record) + "\n")
