@@ -21,18 +21,25 @@ def step_dir(run: Path, phase_index: int, step: int) -> Path:
 
 
 def rng_state() -> dict:
+    """RNG states as tensors and plain numbers, so they load with torch.load(weights_only=True)."""
     import numpy as np
     import torch
 
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "torch": torch.get_rng_state()}
 
 
 def set_rng_state(state: dict) -> None:
     import numpy as np
     import torch
 
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal.tolist()), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
 
 
@@ -91,7 +98,7 @@ def load(engine, ckpt: Path, rank: int) -> dict:
     import torch
 
     engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
-    extra = torch.load(ckpt / f"rank{rank}.pt", weights_only=False)  # our own file: python/numpy RNG tuples
+    extra = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
     set_rng_state(extra["rng"])
     return extra["stream"]
 

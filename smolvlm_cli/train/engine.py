@@ -213,6 +213,11 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
     finally:
         if progress is not None:
             progress.stop()
+    if log:
+        skipped = ", ".join(f"{r} {n}" for r, n in stream.skipped.most_common()) or "none"
+        fitted = ", ".join(f"{r} {n}" for r, n in stream.fitted.most_common()) or "none"
+        log.info(f"phase '{phase.name}' done: rank 0 read {stream.seen} samples; skipped: {skipped}; "
+                 f"fitted to max_seq_len: {fitted}; non-finite steps: {bad_total}")
     _write_phase_model(engine, job)
     return job.out_dir
 

@@ -228,3 +228,22 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, tiny_model_di
     assert [r["loss"] is None for r in records] == [False, False, True, True, True]
     assert records[-1]["bad_steps"] == 3
     assert ckpt.latest(run).name == "phase0-step00000002"  # the last good checkpoint, intact
+
+
+def test_periodic_eval_keeps_the_best_checkpoints(tmp_path, tiny_model_dir):
+    from smolvlm_cli.export import export
+
+    recipe = write_recipe(tmp_path, {"steps": 4, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    data = yaml.safe_load(recipe.read_text())
+    data["eval"] = {"every_steps": 2, "tasks": ["synthetic_colour"], "limit": 8, "keep_best": 1, "batch_size": 8}
+    recipe.write_text(yaml.safe_dump(data))
+    run = tmp_path / "run"
+    _train(recipe, tiny_model_dir, run)
+    best = json.loads((run / "best" / "best.json").read_text())
+    assert len(best) == 1 and set(best[0]["scores"]) == {"synthetic_colour"}
+    assert sorted(p.name for p in (run / "best").iterdir()) == sorted(["best.json", best[0]["name"]])
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "eval" in line]
+    assert [e["step"] for e in evals] == [2, 4]
+    assert best[0]["composite"] == max(e["composite"] for e in evals)
+    out = export(run, tmp_path / "best-export", checkpoint="best", dtype="float32")
+    assert (out / "model.safetensors").is_file() and "## Evaluation" in (out / "README.md").read_text()

@@ -69,3 +69,29 @@ def test_override_parsing_and_list_indices():
         apply_override(data, ["phases", "2", "lr"], 5)
     with pytest.raises(RecipeError, match="has no '='"):
         parse_override("model.seed")
+
+
+@pytest.mark.parametrize("name", ["smolvlm2-256m", "smolvlm2-500m"])
+def test_release_recipes_carry_the_released_training_stages(name):
+    r = load_recipe(ROOT / "recipes" / f"{name}.yaml")
+    dora, full, sft = r.stages["vision"].phases
+    assert (dora.adapter.r, dora.adapter.alpha, dora.adapter.dropout) == (64, 16, 0.1)
+    assert {p: t.mode for p, t in dora.parts.items()} == {"vision": "dora", "connector": "full", "text": "dora",
+                                                          "embeddings": "dora"}
+    assert (dora.global_batch_size, dora.schedule.warmup_steps, dora.weight_decay, dora.packing) == (1024, 2000, 0.1,
+                                                                                                   True)
+    assert all(t.mode == "full" and t.lr == 1e-4 for p in (full, sft) for t in p.parts.values())
+    assert (full.steps, full.global_batch_size, full.neftune_alpha, sft.global_batch_size) == (6000, 2048, 5, 8192)
+    (video,) = r.stages["video"].phases
+    assert {p: t.lr for p, t in video.parts.items()} == {"vision": 5e-6, "connector": 1e-4, "text": 2e-5,
+                                                         "embeddings": 2e-5}
+    assert (video.global_batch_size, video.video_fps, video.video_max_frames, video.max_seq_len) == (512, 1.0, 64, 8192)
+    assert (video.schedule.type, video.schedule.warmup_ratio, video.weight_decay, video.packing) == ("cosine", 0.03,
+                                                                                                   0.0, False)
+    modality = {"llava_video": "video", "finevideo": "video", "video_star": "video", "vript": "video",
+                "vista": "video", "moviechat": "video", "sharegpt4video": "video", "llava_onevision": "image",
+                "mammoth_vl": "image", "m4_instruct": "multi-image", "text_sft": "text"}
+    shares = {}
+    for e in video.data:
+        shares[modality[e.source]] = round(shares.get(modality[e.source], 0) + e.weight, 6)
+    assert shares == {"video": 33.1, "image": 33.8, "multi-image": 11.6, "text": 21.5}
