@@ -112,22 +112,22 @@ DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3_off
 DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
 
 
-@app.command("train-vision")
-@user_errors
-def train_vision(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt, set_: Optional[list[str]] = SetOpt,
-                 max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt, hostfile: Optional[str] = HostfileOpt,
-                 deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
-    """Run the recipe's vision stage (its phases in order) with DeepSpeed; resumes from OUT's checkpoints."""
-    _train("vision", recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
+def _train_command(stage: str, doc: str):
+    @user_errors
+    def command(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt,
+                set_: Optional[list[str]] = SetOpt, max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt,
+                hostfile: Optional[str] = HostfileOpt, deepspeed: Optional[str] = DeepspeedOpt,
+                dry_run: bool = DryRunOpt) -> None:
+        _train(stage, recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
+
+    command.__doc__ = doc
+    app.command(f"train-{stage}")(command)
 
 
-@app.command("train-video")
-@user_errors
-def train_video(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt, set_: Optional[list[str]] = SetOpt,
-                max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt, hostfile: Optional[str] = HostfileOpt,
-                deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
-    """Run the recipe's video stage from a vision-stage run (or a model folder); resumes from OUT's checkpoints."""
-    _train("video", recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
+_train_command("vision", "Run the recipe's vision stage (its phases in order) with DeepSpeed; resumes from OUT's "
+                         "checkpoints.")
+_train_command("video", "Run the recipe's video stage from a vision-stage run (or a model folder); resumes from "
+                        "OUT's checkpoints.")
 
 
 @app.command("eval")

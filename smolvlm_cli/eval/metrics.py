@@ -275,15 +275,7 @@ def worldsense_choice(prediction: str, options: Sequence[str]) -> str:
         index_ans = not candidates
     if not candidates:
         return "A"
-    if len(candidates) == 1:
-        return candidates[0]
-    if index_ans and with_brackets:
-        starts = [response.rfind(f"({c})") for c in candidates]
-    elif index_ans:
-        starts = [response.rfind(f" {c} ") for c in candidates]
-    else:
-        starts = [response.lower().rfind(index2ans[c].lower()) for c in candidates]
-    return candidates[starts.index(max(starts))]
+    return _last_mentioned(response, candidates, index2ans, index_ans, with_brackets)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -314,11 +306,17 @@ def mmmu_parse_choice(response: str, options: Sequence[str], seed: int = 0) -> s
             index_ans = False
     if not candidates:
         return random.Random(seed).choice(letters) if letters else ""
+    return _last_mentioned(response, candidates, index2ans, index_ans, with_brackets)
+
+
+def _last_mentioned(response: str, candidates: list[str], index2ans: dict, by_letter: bool,
+                    with_brackets: bool) -> str:
+    """Of several candidate letters, the one whose letter (or option text) appears last in the response."""
     if len(candidates) == 1:
         return candidates[0]
-    if index_ans and with_brackets:
+    if by_letter and with_brackets:
         starts = [response.rfind(f"({c})") for c in candidates]
-    elif index_ans:
+    elif by_letter:
         starts = [response.rfind(f" {c} ") for c in candidates]
     else:
         starts = [response.lower().rfind(index2ans[c].lower()) for c in candidates]
