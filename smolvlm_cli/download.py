@@ -289,7 +289,7 @@ def _fetch_model(item: Item, remote: Remote, local_dir: Path | None, progress) -
     # The requested revision (not the sha) so the cache records refs/<branch>: init looks parts up by branch.
     folder = Path(snapshot_download(item.ref, revision=item.revision, allow_patterns=list(remote.files),
                                     local_dir=str(local_dir) if local_dir is not None else None,
-                                    tqdm_class=_rich_tqdm(progress)))
+                                    tqdm_class=_rich_tqdm(progress, f"{item.ref}: ")))
     if local_dir is None and folder.name != remote.sha:  # the branch moved since it was resolved: record what came
         remote.sha = folder.name
     return {"repo_id": item.ref, "requested_revision": item.revision, "sha": remote.sha, "path": str(folder),
@@ -349,7 +349,7 @@ def _files_entry(folder: Path, names: Sequence[str]) -> dict:
     return {"files": files, "size": sum(f["size"] for f in files)}
 
 
-def _rich_tqdm(progress):
+def _rich_tqdm(progress, prefix: str = ""):
     """A tqdm class that draws every bar huggingface_hub opens (files, bytes) as a task of a Rich Progress."""
     from tqdm.auto import tqdm as base
 
@@ -358,7 +358,7 @@ def _rich_tqdm(progress):
             kwargs.pop("name", None)
             kwargs["disable"] = True  # tqdm keeps n / total; Rich does all the drawing
             super().__init__(*args, **kwargs)
-            self._task = progress.add_task(kwargs.get("desc") or "", total=self.total, completed=self.n,
+            self._task = progress.add_task(prefix + (kwargs.get("desc") or ""), total=self.total, completed=self.n,
                                            bytes=kwargs.get("unit") == "B")
 
         def update(self, n=1):
@@ -371,7 +371,7 @@ def _rich_tqdm(progress):
 
         def set_description(self, desc=None, refresh=True):
             if hasattr(self, "_task"):
-                progress.update(self._task, description=desc or "")
+                progress.update(self._task, description=prefix + (desc or ""))
 
         set_description_str = set_description
 
@@ -425,9 +425,16 @@ def download(recipe, *, what: str = "all", stage: str | None = None, max_samples
     def model_dir(item: Item) -> Path | None:
         return base / "models" / item.ref.replace("/", "--") if out is not None else None
 
+    if not todo:
+        _print_table(console, [_row(i, None, f"skipped: {i.skip}") for i in items], f"{recipe.name}: nothing to fetch")
+        return old
     if offline_requested():
         _raise_missing([i for i in todo if not _present_in_manifest(old, i)], "HF_HUB_OFFLINE is set")
-        rows = [_row(i, None, "present (offline)" if i.skip is None else f"skipped: {i.skip}") for i in items]
+        rows = []
+        for i in items:
+            rows.append(_row(i, None, "present (offline)" if i.skip is None else f"skipped: {i.skip}"))
+            if i.skip is None:
+                rows[-1]["revision"] = old["models" if i.kind == "model" else "datasets"][i.name]["sha"][:12]
         _print_table(console, rows, f"{recipe.name}: offline, nothing fetched")
         return old
 
