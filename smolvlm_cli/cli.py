@@ -89,6 +89,42 @@ def init(
     print_init_summary(result)
 
 
+@app.command()
+@user_errors
+def download(
+    recipe: Path = RecipeOpt,
+    what: str = typer.Option("all", "--what", help="models | data | all"),
+    stage: Optional[str] = typer.Option(None, "--stage", help="Only the data sources of this stage: vision | video."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples",
+                                              help="Save only the first N rows of each hub dataset (streamed)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Self-contained folder (models/, data/, manifest.json) to copy anywhere; "
+                                            "default: the Hugging Face caches."),
+    set_: Optional[list[str]] = SetOpt,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be fetched and how large; fetch nothing."),
+) -> None:
+    """Fetch a recipe's model parts and datasets from the Hugging Face Hub and write a manifest."""
+    from .download import cli_download
+
+    cli_download(recipe, what=what, stage=stage, max_samples=max_samples, out=out, overrides=set_ or [],
+                 dry_run=dry_run)
+
+
+@app.command()
+@user_errors
+def generate(
+    prompt: str = typer.Argument(..., help="The question or instruction."),
+    model: Path = typer.Option(..., "--model", "-m", help="SmolVLM model folder (from init, train or export)."),
+    image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file (repeatable)."),
+    video: Optional[Path] = typer.Option(None, "--video", help="Video file; frames are sampled as in training."),
+    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest answer, in tokens."),
+) -> None:
+    """Answer a prompt about images or a video with a SmolVLM, streaming the answer (greedy)."""
+    from .generate import cli_generate
+
+    cli_generate(model, prompt, image or [], video, max_new_tokens)
+
+
 def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[str]], max_steps: Optional[int],
            nproc: int, hostfile: Optional[str], deepspeed: Optional[str], dry_run: bool) -> None:
     if dry_run:

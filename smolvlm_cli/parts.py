@@ -57,12 +57,14 @@ def _locate(role: str, ref: str, revision: str | None) -> tuple[str, Path | None
 
 def _hub_snapshot(role: str, repo_id: str, revision: str | None) -> Path:
     """A hub part must already be in the local cache: `init` never downloads."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub import errors, snapshot_download
 
+    incomplete = getattr(errors, "IncompleteSnapshotError", ())  # `smolvlm download` fetches only needed files
     try:
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
+    except incomplete as e:
+        return Path(e.snapshot_path)
+    except (errors.LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         raise PartError(
             f"{role} part '{repo_id}' is not in the local Hugging Face cache",
             f"download it first (hf download {repo_id}) or set model.{role}.source to a local folder",

@@ -201,8 +201,6 @@ def test_a_missing_file_is_fetched_again_alone(cached, hub, model_files):
     assert "fetched 1 of 2 files" in result.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="parts._hub_snapshot treats a pattern-filtered snapshot as missing "
-                                       "(IncompleteSnapshotError); lead to fix in parts.py, then drop this mark")
 def test_init_finds_the_downloaded_part_offline(cached):
     code = ("from smolvlm_cli.parts import resolve_vision; from smolvlm_cli.recipe import load_recipe; "
             f"m = load_recipe({str(TINY)!r}, [{VISION!r}]).model; print(resolve_vision({MODEL_REPO!r}, m).path)")
