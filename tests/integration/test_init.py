@@ -218,6 +218,7 @@ def test_inconsistent_sizes(cli, tmp_path, siglip_dirs):
     res = cli("init", "--recipe", TINY_RECIPE, "--out", out, "--set", "model.vision.hidden_size=768")
     _assert_clean_failure(res, out, r"inconsistent sizes: the connector expects vision hidden 768 x 4 = 3072")
     res = cli("init", "--recipe", TINY_RECIPE, "--out", out, "--set", "model.vision.image_size=128",
+              "--set", "model.processor.longest_edge=128",
               "--vision", siglip_dirs["vision"][0])
     _assert_clean_failure(res, out, r"takes 64px images in 8px patches but the recipe says 128px")
 
