@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
@@ -30,8 +30,8 @@ class PhaseJob:
     out_dir: Path
     ds_config: str = "zero3"
     log: object = None  # RunLog
-    evaluator: object = None  # callable(model_dir, step) -> composite score, or None
-    extra: dict = field(default_factory=dict)
+    evaluator: object = None  # train.evaluate.Evaluator: called (engine, job, step) every `evaluator.every` steps
+    pad_id: int = 0
 
 
 def _barrier():
@@ -41,10 +41,17 @@ def _barrier():
         torch.distributed.barrier()
 
 
+def _comm_device():
+    """NCCL reduces tensors on the GPU, gloo on the CPU."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def _all_sum(values: list[float]) -> list[float]:
     import torch
 
-    t = torch.tensor(values, dtype=torch.float64)
+    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return t.tolist()
@@ -58,7 +65,7 @@ def _peak_rss_mb() -> list[float]:
 
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    mine = torch.tensor([peak], dtype=torch.float64)
+    mine = torch.tensor([peak], dtype=torch.float64, device=_comm_device())
     if not torch.distributed.is_initialized():
         return mine.tolist()
     everyone = [torch.zeros_like(mine) for _ in range(torch.distributed.get_world_size())]
@@ -160,7 +167,7 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
     consecutive_bad = 0
     device = engine.device
     vc = _inner(engine.module).config
-    blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.extra["pad_id"],
+    blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.pad_id,
              "image_seq_len": (vc.vision_config.image_size // vc.vision_config.patch_size) ** 2 // vc.scale_factor ** 2}
     progress = log.progress(job, start_step) if log else None
     try:
@@ -173,7 +180,7 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
                 except StopIteration:
                     raise TrainingStopped(f"phase '{phase.name}' ran out of data at step {step} of {phase.steps}",
                                           "raise the sources' caps or lower the phase's steps") from None
-            pad = job.extra["pad_id"]
+            pad = job.pad_id
             n_tokens, tokens = _all_sum([sum(float((b["labels"][:, 1:] != -100).sum()) for b in micro),
                                          sum(float((b["input_ids"] != pad).sum()) for b in micro)])
             loss_sum = 0.0

@@ -122,6 +122,6 @@ def run_one_phase(recipe, stage, index, phase, start, run, dist, out_dir, ds_con
                            state=StreamState.from_json(state) if state else None)
 
     job = PhaseJob(recipe=recipe, stage=stage, index=index, phase=phase, start_dir=Path(start), run=run, dist=dist,
-                   out_dir=out_dir, ds_config=ds_config, log=log, extra={"pad_id": encoder.pad_id})
+                   out_dir=out_dir, ds_config=ds_config, log=log, pad_id=encoder.pad_id)
     job.evaluator = make_evaluator(recipe, job)
     return run_phase(job, stream_factory)
