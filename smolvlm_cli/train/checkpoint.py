@@ -2,6 +2,7 @@
 # the `latest` pointer updated last; keep the last K. Also consolidation of a ZeRO-3 engine into an HF folder.
 from __future__ import annotations
 
+import errno
 import json
 import os
 import random
@@ -54,8 +55,18 @@ def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, st
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
-    engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-    torch.save({"rng": rng_state(), "stream": stream_state}, tmp / f"rank{rank}.pt")
+    try:
+        engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        torch.save({"rng": rng_state(), "stream": stream_state}, tmp / f"rank{rank}.pt")
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)
+        from ..errors import OutputError
+
+        raise OutputError(f"disk full while writing checkpoint {final.name}; the last complete one "
+                          f"({latest(run).name if latest(run) else 'none'}) is intact",
+                          "free space (or lower train.keep_last) and run the same command to resume") from None
     barrier()
     if rank == 0:
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
