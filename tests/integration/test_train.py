@@ -247,3 +247,28 @@ def test_periodic_eval_keeps_the_best_checkpoints(tmp_path, tiny_model_dir):
     assert best[0]["composite"] == max(e["composite"] for e in evals)
     out = export(run, tmp_path / "best-export", checkpoint="best", dtype="float32")
     assert (out / "model.safetensors").is_file() and "## Evaluation" in (out / "README.md").read_text()
+
+
+def test_disk_full_while_checkpointing_is_one_clear_error(tmp_path, tiny_model_dir, monkeypatch):
+    import errno
+
+    import deepspeed
+
+    from smolvlm_cli.errors import OutputError
+    from smolvlm_cli.train import checkpoint as ckpt
+
+    recipe = write_recipe(tmp_path, {"steps": 4, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}},
+                          checkpoint_every=2)
+    real = deepspeed.DeepSpeedEngine.save_checkpoint
+
+    def full_at_step_4(self, save_dir, *args, **kwargs):
+        if "step00000004" in str(save_dir):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, save_dir, *args, **kwargs)
+
+    monkeypatch.setattr(deepspeed.DeepSpeedEngine, "save_checkpoint", full_at_step_4)
+    run = tmp_path / "run"
+    with pytest.raises(OutputError, match=r"disk full while writing checkpoint phase0-step00000004; the last "
+                                          r"complete one \(phase0-step00000002\) is intact"):
+        _train(recipe, tiny_model_dir, run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "phase0-step00000002"]
