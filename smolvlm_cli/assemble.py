@@ -194,8 +194,11 @@ def init_model(recipe: Recipe, out: Path, force: bool = False, vision_ref: str |
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "recipe.yaml").write_text(dump_recipe(recipe))
+        from .download import recorded_manifest
+
         manifest = {"recipe": recipe.name, "sources": result.sources, "parameters": parameters,
-                    "total_parameters": result.total_parameters, "versions": package_versions()}
+                    "total_parameters": result.total_parameters, "versions": package_versions(),
+                    "download_manifest": recorded_manifest(recipe)}
         (tmp / INIT_MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return result
 

@@ -182,6 +182,24 @@ def read_manifest(path: str | os.PathLike) -> dict:
     return data
 
 
+def recorded_manifest(recipe) -> dict | None:
+    """The manifest of the downloads this recipe uses, for init and the trainer to record: the default download
+    folder's, or that of a `--out DIR` folder the recipe's parts or sources point into (DIR/models/..., DIR/data/...)."""
+    candidates = [default_download_dir(recipe.name) / MANIFEST_NAME]
+    paths = [recipe.model.vision.source, recipe.model.text.source, *(s.path for s in recipe.sources.values())]
+    for value in paths:
+        path = Path(value).expanduser()
+        if path.parent.name in ("models", "data"):
+            candidates.append(path.parent.parent / MANIFEST_NAME)
+    for candidate in candidates:
+        if candidate.is_file():
+            try:
+                return read_manifest(candidate)
+            except UserError:
+                continue
+    return None
+
+
 def _write_manifest(path: Path, recipe_name: str, models: dict, datasets: dict) -> dict:
     from huggingface_hub import constants
 

@@ -48,6 +48,7 @@ def git_revision() -> str | None:
 def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist) -> None:
     """RUN holds one stage of one recipe: refuse to mix, record what is needed to reproduce it."""
     from ..assemble import package_versions
+    from ..download import recorded_manifest
 
     stamp = run / "run.json"
     text = dump_recipe(recipe)
@@ -62,7 +63,7 @@ def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist
         (run / "recipe.yaml").write_text(text)
         (run / "run.json").write_text(json.dumps({
             "recipe": recipe.name, "stage": stage, "init": str(init_dir), "versions": package_versions(),
-            "git_revision": git_revision()}, indent=2))
+            "git_revision": git_revision(), "download_manifest": recorded_manifest(recipe)}, indent=2))
 
 
 def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides: list[str] | None = None,
