@@ -23,7 +23,7 @@ def phase_report(recipe, phase, index: int, processor, n: int) -> dict:
                          packing=phase.packing, group=phase.group_by_length, max_seq_len=phase.max_seq_len,
                          max_skip_fraction=1.0, num_workers=recipe.train.num_workers)
     samples, skipped, per_source, modality = [], Counter(), Counter(), Counter()
-    for k, (item, _) in enumerate(stream._encoded()):
+    for k, (item, _) in enumerate(stream.encoded()):
         if k >= n:
             break
         if isinstance(item, str):

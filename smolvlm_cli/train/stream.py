@@ -37,6 +37,10 @@ class StreamState:
         return cls(d["mixture"], d["window_batches_done"], d["seen"], Counter(d["skipped"]), Counter(d["fitted"]))
 
 
+def _identity(item):
+    return item
+
+
 class _Draws:
     """Map a mixture draw to an encoded sample (or the reason it is unusable). Picklable for DataLoader workers."""
 
@@ -78,11 +82,12 @@ class PhaseStream:
             row = self.readers[draw.source].get(draw.row) if draw.source in self.readers else None
             yield draw.source, draw.row, row, self.mixture.state_dict()
 
-    def _encoded(self) -> Iterator[tuple[Any, dict]]:
+    def encoded(self) -> Iterator[tuple[Any, dict]]:
+        """(Encoded sample or the reason it is unusable, mixture cursor after its draw), in draw order."""
         import torch
 
         loader = torch.utils.data.DataLoader(
-            _Draws(self.sources, self.encoder), sampler=self._keys(), batch_size=None, collate_fn=lambda x: x,
+            _Draws(self.sources, self.encoder), sampler=self._keys(), batch_size=None, collate_fn=_identity,
             num_workers=self.num_workers, persistent_workers=False,
             generator=torch.Generator().manual_seed(self.seed),  # never draw from the global RNG: exact resume
         )
@@ -97,7 +102,7 @@ class PhaseStream:
         """Infinite (or until the mixture's caps end it) micro-batches of `micro_batch_size` samples."""
         if self.state.mixture is not None:
             self.mixture.load_state_dict(self.state.mixture)
-        encoded = self._encoded()
+        encoded = self.encoded()
         skip = self.state.window_batches_done
         while True:
             st = self.state
