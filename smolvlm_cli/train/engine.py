@@ -73,6 +73,28 @@ def _peak_rss_mb() -> list[float]:
     return [round(float(t), 1) for t in everyone]
 
 
+def attention_implementation(bf16: bool) -> str:
+    """flash-attention 2 on a bf16 GPU when the package is installed, else PyTorch's sdpa."""
+    import importlib.util
+
+    import torch
+
+    if bf16 and torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+def fit_to_attention(batch: dict, implementation: str, dtype) -> dict:
+    """Packed batches carry a 4D float mask (sdpa / eager); flash-attention instead separates packed samples by the
+    restarting position_ids, and a float mask must match the model's dtype."""
+    mask = batch.get("attention_mask")
+    if mask is None or mask.dim() != 4:
+        return batch
+    batch = dict(batch)
+    batch["attention_mask"] = None if implementation == "flash_attention_2" else mask.to(dtype)
+    return batch
+
+
 def build_engine(job: PhaseJob):
     import deepspeed
     import torch
@@ -92,7 +114,8 @@ def build_engine(job: PhaseJob):
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     hf_ds = HfDeepSpeedConfig(ds) if zero3 else None  # makes from_pretrained build under zero.Init
     torch.manual_seed(job.recipe.seed)
-    model = AutoModelForImageTextToText.from_pretrained(job.start_dir, dtype=torch.float32)
+    model = AutoModelForImageTextToText.from_pretrained(job.start_dir, dtype=torch.float32,
+                                                        attn_implementation=attention_implementation(bf16))
     if phase.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_phase(model, phase)
@@ -167,6 +190,7 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
     consecutive_bad = 0
     device = engine.device
     vc = _inner(engine.module).config
+    attn, dtype = vc._attn_implementation, next(engine.module.parameters()).dtype
     blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.pad_id,
              "image_seq_len": (vc.vision_config.image_size // vc.vision_config.patch_size) ** 2 // vc.scale_factor ** 2}
     progress = log.progress(job, start_step) if log else None
@@ -185,7 +209,8 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
                                          sum(float((b["input_ids"] != pad).sum()) for b in micro)])
             loss_sum = 0.0
             for b in micro:
-                b = {k: v.to(device) for k, v in add_blank_image(b, **blank).items()}
+                b = fit_to_attention(add_blank_image(b, **blank), attn, dtype)
+                b = {k: v.to(device) for k, v in b.items() if v is not None}
                 labels = b.pop("labels")
                 out = engine(**b, use_cache=False)
                 total = token_loss_sum(out.logits, labels)

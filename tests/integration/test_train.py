@@ -233,7 +233,8 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, tiny_model_di
 def test_periodic_eval_keeps_the_best_checkpoints(tmp_path, tiny_model_dir):
     from smolvlm_cli.export import export
 
-    recipe = write_recipe(tmp_path, {"steps": 4, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}})
+    recipe = write_recipe(tmp_path, {"steps": 4, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0},
+                                     "packing": True})  # packed rows through the engine, too
     data = yaml.safe_load(recipe.read_text())
     data["eval"] = {"every_steps": 2, "tasks": ["synthetic_colour"], "limit": 8, "keep_best": 1, "batch_size": 8}
     recipe.write_text(yaml.safe_dump(data))
