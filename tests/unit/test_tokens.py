@@ -35,15 +35,3 @@ def test_builtin_tokenizer_is_deterministic_and_gets_smolvlm_tokens():
     assert enc[0] == 1 and enc.count(n + 38) == 1 and enc[-1] == n + 127  # <im_start>, <image>, <end_of_utterance>
     assert a.decode(enc) == text
 
-
-def test_packed_masks_fit_the_attention_implementation():
-    import torch
-
-    from smolvlm_cli.train.engine import fit_to_attention
-
-    mask = torch.zeros(1, 1, 4, 4)
-    batch = {"input_ids": torch.ones(1, 4, dtype=torch.long), "attention_mask": mask}
-    assert fit_to_attention(batch, "sdpa", torch.bfloat16)["attention_mask"].dtype == torch.bfloat16
-    assert fit_to_attention(batch, "flash_attention_2", torch.bfloat16)["attention_mask"] is None
-    padded = {"attention_mask": torch.ones(1, 4, dtype=torch.long)}
-    assert fit_to_attention(padded, "flash_attention_2", torch.bfloat16) is padded
