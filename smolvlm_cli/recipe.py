@@ -173,6 +173,7 @@ class TrainSettings(Strict):
     max_bad_steps: int = Field(default=3, gt=0, description="consecutive non-finite losses before stopping")
     max_skip_fraction: float = Field(default=0.01, ge=0, le=1, description="stop if more samples are unusable")
     num_workers: int = Field(default=0, ge=0)
+    video_backend: Literal["auto", "decord", "pyav"] = "auto"
     group_window: int = Field(default=16, gt=0, description="micro-batches per length-grouping window")
     tensorboard: bool = False
 

@@ -10,18 +10,10 @@ from rich.table import Table
 
 
 def phase_report(recipe, phase, index: int, processor, n: int) -> dict:
-    from ..train.stream import PhaseStream
+    from ..train.stream import phase_stream
     from .batching import group_by_length, pack, real_token_fraction
-    from .encode import EncodeConfig, Encoder
-    from .resolve import open_sources
 
-    encoder = Encoder(processor, EncodeConfig(max_seq_len=phase.max_seq_len, video_fps=phase.video_fps,
-                                              video_max_frames=phase.video_max_frames))
-    sources = open_sources(recipe.sources, [e.source for e in phase.data])
-    stream = PhaseStream(sources, phase.data, encoder, seed=recipe.seed + 7919 * index, rank=0, world_size=1,
-                         micro_batch_size=phase.micro_batch_size, window=recipe.train.group_window,
-                         packing=phase.packing, group=phase.group_by_length, max_seq_len=phase.max_seq_len,
-                         max_skip_fraction=1.0, num_workers=recipe.train.num_workers)
+    stream = phase_stream(recipe, phase, index, processor, max_skip_fraction=1.0)
     samples, skipped, per_source, modality = [], Counter(), Counter(), Counter()
     for k, (item, _) in enumerate(stream.encoded()):
         if k >= n:

@@ -103,26 +103,16 @@ def _barrier_after(fn) -> None:
 def run_one_phase(recipe, stage, index, phase, start, run, dist, out_dir, ds_config, log) -> Path:
     from transformers import AutoProcessor
 
-    from ..data.encode import EncodeConfig, Encoder
-    from ..data.resolve import open_sources
     from .engine import PhaseJob, run_phase
     from .evaluate import make_evaluator
-    from .stream import PhaseStream, StreamState
+    from .stream import phase_stream
 
     processor = AutoProcessor.from_pretrained(start)
-    encoder = Encoder(processor, EncodeConfig(max_seq_len=phase.max_seq_len, video_fps=phase.video_fps,
-                                              video_max_frames=phase.video_max_frames))
-    sources = open_sources(recipe.sources, [e.source for e in phase.data])
 
     def stream_factory(engine, state):
-        return PhaseStream(sources, phase.data, encoder, seed=recipe.seed + 7919 * index, rank=dist.rank,
-                           world_size=dist.world_size, micro_batch_size=phase.micro_batch_size,
-                           window=recipe.train.group_window, packing=phase.packing, group=phase.group_by_length,
-                           max_seq_len=phase.max_seq_len, max_skip_fraction=recipe.train.max_skip_fraction,
-                           num_workers=recipe.train.num_workers,
-                           state=StreamState.from_json(state) if state else None)
+        return phase_stream(recipe, phase, index, processor, dist.rank, dist.world_size, state)
 
     job = PhaseJob(recipe=recipe, stage=stage, index=index, phase=phase, start_dir=Path(start), run=run, dist=dist,
-                   out_dir=out_dir, ds_config=ds_config, log=log, pad_id=encoder.pad_id)
+                   out_dir=out_dir, ds_config=ds_config, log=log, pad_id=processor.tokenizer.pad_token_id)
     job.evaluator = make_evaluator(recipe, job)
     return run_phase(job, stream_factory)

@@ -145,3 +145,21 @@ class PhaseStream:
             raise DataQualityError(
                 f"{skipped} of {seen} samples ({100 * skipped / seen:.1f}%) are unusable ({reasons})",
                 f"fix the data or raise train.max_skip_fraction (now {self.max_skip})")
+
+
+def phase_stream(recipe, phase, index: int, processor, rank: int = 0, world_size: int = 1,
+                 state: dict | None = None, max_skip_fraction: float | None = None) -> PhaseStream:
+    """The stream a recipe phase trains on (or that --dry-run inspects), for one rank."""
+    from ..data.encode import EncodeConfig, Encoder
+    from ..data.resolve import open_sources
+
+    encoder = Encoder(processor, EncodeConfig(max_seq_len=phase.max_seq_len, video_fps=phase.video_fps,
+                                              video_max_frames=phase.video_max_frames,
+                                              video_backend=recipe.train.video_backend))
+    sources = open_sources(recipe.sources, [e.source for e in phase.data])
+    skip = recipe.train.max_skip_fraction if max_skip_fraction is None else max_skip_fraction
+    return PhaseStream(sources, phase.data, encoder, seed=recipe.seed + 7919 * index, rank=rank,
+                       world_size=world_size, micro_batch_size=phase.micro_batch_size,
+                       window=recipe.train.group_window, packing=phase.packing, group=phase.group_by_length,
+                       max_seq_len=phase.max_seq_len, max_skip_fraction=skip, num_workers=recipe.train.num_workers,
+                       state=StreamState.from_json(state) if state else None)
