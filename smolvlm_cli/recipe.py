@@ -118,6 +118,9 @@ class AdapterSettings(Strict):
     r: int = Field(default=64, gt=0)
     alpha: float = Field(default=16, gt=0)
     dropout: float = Field(default=0.1, ge=0, lt=1)
+    target_modules: list[str] | None = Field(
+        default=None, description="module names to adapt inside the adapted parts, e.g. [q_proj, v_proj]; "
+                                  "default: every attention and MLP projection (and lm_head)")
 
 
 class Schedule(Strict):
@@ -135,7 +138,8 @@ class MixtureEntry(Strict):
 
 class Phase(Strict):
     name: str
-    steps: int = Field(gt=0, description="optimizer steps")
+    steps: int | None = Field(default=None, gt=0, description="optimizer steps; wins over epochs when both are set")
+    epochs: float | None = Field(default=None, gt=0, description="passes over the phase's sources' rows")
     global_batch_size: int = Field(gt=0, description="samples per optimizer step over all ranks")
     micro_batch_size: int = Field(default=1, gt=0)
     max_seq_len: int = Field(default=2048, gt=0)
@@ -152,6 +156,12 @@ class Phase(Strict):
     video_fps: float = Field(default=1.0, gt=0)
     video_max_frames: int = Field(default=50, gt=0)
     gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _length_given(self) -> "Phase":
+        if self.steps is None and self.epochs is None:
+            raise ValueError(f"phase '{self.name}' needs steps or epochs")
+        return self
 
     @model_validator(mode="after")
     def _something_trains(self) -> "Phase":

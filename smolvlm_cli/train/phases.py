@@ -8,12 +8,18 @@ from ..errors import RecipeError
 
 PARTS = ("vision", "connector", "text", "embeddings")
 _PEFT_PREFIX = re.compile(r"^base_model\.model\.")
-# Linear layers an adapter wraps, per part (module names of SmolVLMForConditionalGeneration).
-ADAPTER_TARGETS = {
-    "vision": r"model\.vision_model\.encoder\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|out_proj)|mlp\.fc1|mlp\.fc2)",
-    "text": r"model\.text_model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))",
-    "connector": r"model\.connector\.modality_projection\.proj",
-    "embeddings": r"lm_head",
+# Where each part's adaptable Linear layers live, and their names (module names of SmolVLMForConditionalGeneration).
+ADAPTER_PREFIX = {
+    "vision": r"model\.vision_model\.encoder\.layers\.\d+\.",
+    "text": r"model\.text_model\.layers\.\d+\.",
+    "connector": r"model\.connector\.modality_projection\.",
+    "embeddings": r"",
+}
+ADAPTER_LEAVES = {
+    "vision": ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"),
+    "text": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "connector": ("proj",),
+    "embeddings": ("lm_head",),
 }
 
 
@@ -41,7 +47,16 @@ def adapter_config(phase):
     from peft import LoraConfig
 
     a = phase.adapter
-    target = "^(" + "|".join(f"{ADAPTER_TARGETS[p]}" for p in sorted(modes)) + ")$"
+    alternatives = []
+    for part in sorted(modes):
+        leaves = [x for x in (a.target_modules or ADAPTER_LEAVES[part]) if x in ADAPTER_LEAVES[part]]
+        if leaves:
+            alternatives.append(ADAPTER_PREFIX[part] + r"(?:[\w.]*\.)?(?:" + "|".join(leaves) + ")")
+    if not alternatives:
+        known = sorted({x for p in modes for x in ADAPTER_LEAVES[p]})
+        raise RecipeError(f"phase '{phase.name}': adapter.target_modules {a.target_modules} match no layer of its "
+                          f"adapted parts", f"choose from {', '.join(known)}")
+    target = "^(?:" + "|".join(alternatives) + ")$"
     return LoraConfig(r=a.r, lora_alpha=a.alpha, lora_dropout=a.dropout, target_modules=target, bias="none",
                       use_dora=next(iter(modes.values())) == "dora")
 

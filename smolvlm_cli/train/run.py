@@ -30,10 +30,27 @@ def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int 
     recipe = load_recipe(recipe_path, overrides)
     if stage not in recipe.stages:
         raise RecipeError(f"recipe '{recipe_path}' has no stages.{stage}", f"add a {stage} stage to the recipe")
-    if max_steps:
-        for phase in recipe.stages[stage].phases:
-            phase.steps = min(phase.steps, max_steps)
+    phases = recipe.stages[stage].phases
+    for i, phase in enumerate(phases):
+        steps = phase.steps if phase.steps is not None else steps_for_epochs(recipe, phase)
+        # model_copy: the resolved phase keeps `epochs` for the record beside the steps it implies
+        phases[i] = phase.model_copy(update={"steps": min(steps, max_steps) if max_steps else steps})
     return recipe
+
+
+def steps_for_epochs(recipe: Recipe, phase) -> int:
+    """Optimizer steps for `phase.epochs` passes over the rows of the phase's sources."""
+    import math
+
+    from ..data.resolve import open_sources
+
+    sources = open_sources(recipe.sources, [e.source for e in phase.data])
+    streaming = [n for n, s in sources.items() if s.streaming]
+    if streaming:
+        raise RecipeError(f"phase '{phase.name}' is given in epochs but source '{streaming[0]}' is streamed "
+                          "(its length is unknown)", "give the phase steps instead")
+    rows = sum(len(s) for s in sources.values())
+    return max(1, math.ceil(phase.epochs * rows / phase.global_batch_size))
 
 
 def git_revision() -> str | None:

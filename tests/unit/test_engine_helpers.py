@@ -31,3 +31,55 @@ def test_gradient_accumulation_is_derived_from_the_global_batch():
     assert "auto" not in str(cfg)
     with pytest.raises(RecipeError, match="DeepSpeed config 'zero9' not found"):
         load_ds_config("zero9")
+
+
+def test_adapter_target_modules_select_layers():
+    import re
+
+    import pytest
+
+    from smolvlm_cli.errors import RecipeError
+    from smolvlm_cli.recipe import load_recipe
+    from tests.conftest import TINY_RECIPE
+    from smolvlm_cli.train.phases import adapter_config
+
+    phase = load_recipe(TINY_RECIPE).stages["vision"].phases[0]  # vision, text, embeddings in dora
+    names = ["model.vision_model.encoder.layers.0.self_attn.q_proj", "model.vision_model.encoder.layers.1.mlp.fc2",
+             "model.text_model.layers.3.self_attn.o_proj", "model.text_model.layers.0.mlp.up_proj", "lm_head",
+             "model.connector.modality_projection.proj", "model.text_model.embed_tokens",
+             "model.vision_model.embeddings.patch_embedding"]
+
+    def adapted(p):
+        return [n for n in names if re.fullmatch(adapter_config(p).target_modules, n)]
+
+    assert adapted(phase) == names[:5]
+    assert adapter_config(phase).use_dora and adapter_config(phase).r == 8
+    phase.adapter.target_modules = ["q_proj", "o_proj"]
+    assert adapted(phase) == [names[0], names[2]]
+    phase.adapter.target_modules = ["nothing"]
+    with pytest.raises(RecipeError, match="match no layer"):
+        adapter_config(phase)
+
+
+def test_epochs_become_steps(tmp_path):
+    import pytest
+    import yaml
+
+    from smolvlm_cli.errors import RecipeError
+    from smolvlm_cli.train.run import prepare
+    from tests.conftest import TINY_RECIPE
+
+    data = yaml.safe_load(TINY_RECIPE.read_text())
+    phase = data["stages"]["vision"]["phases"][1]
+    del phase["steps"]
+    phase["epochs"] = 0.5
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    # 5 sources of 400 rows each, half a pass, 8 samples a step
+    assert prepare(path, "vision", [], None).stages["vision"].phases[1].steps == 125
+    assert prepare(path, "vision", [], 7).stages["vision"].phases[1].steps == 7
+    assert prepare(path, "vision", ["stages.vision.phases.1.steps=3"], None).stages["vision"].phases[1].steps == 3
+    del phase["epochs"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="phase 'full' needs steps or epochs"):
+        prepare(path, "vision", [], None)
