@@ -24,38 +24,6 @@ MODEL_REPO = "org/siglip-tiny"
 DATA_REPO = "org/tiny-cauldron"
 N_ROWS = 10
 
-# The command as proposed for smolvlm_cli/cli.py; the subprocess uses the real one once cli.py has it.
-DOWNLOAD_COMMAND = '''
-@app.command()
-@user_errors
-def download(
-    recipe: Path = RecipeOpt,
-    what: str = typer.Option("all", "--what", help="models | data | all"),
-    stage: Optional[str] = typer.Option(None, "--stage", help="Only the data sources of this stage: vision | video."),
-    max_samples: Optional[int] = typer.Option(None, "--max-samples",
-                                              help="Save only the first N rows of each hub dataset (streamed)."),
-    out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="Self-contained folder (models/, data/, manifest.json) to copy anywhere; "
-                                            "default: the Hugging Face caches."),
-    set_: Optional[list[str]] = SetOpt,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be fetched and how large; fetch nothing."),
-) -> None:
-    """Fetch a recipe's model parts and datasets from the Hugging Face Hub and write a manifest."""
-    from .download import cli_download
-
-    cli_download(recipe, what=what, stage=stage, max_samples=max_samples, out=out, overrides=set_ or [],
-                 dry_run=dry_run)
-'''
-
-RUNNER = f'''
-import sys
-from smolvlm_cli import cli
-if not any((c.name or c.callback.__name__) == "download" for c in cli.app.registered_commands):
-    exec(compile({DOWNLOAD_COMMAND!r}, "download_command", "exec"), vars(cli))
-cli.app(sys.argv[1:], prog_name="smolvlm")
-'''
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The fake hub and how the CLI is run against it
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,7 +94,8 @@ def hub_env(tmp: Path, endpoint: str, offline: bool = False) -> dict:
 
 
 def smolvlm(env: dict, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", RUNNER, "download", "--recipe", str(TINY), *map(str, args)],
+    return subprocess.run([sys.executable, "-m", "smolvlm_cli.cli", "download", "--recipe", str(TINY),
+                           *map(str, args)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -8,24 +8,6 @@ import pytest
 from smolvlm_cli.errors import MediaError, UserError
 from smolvlm_cli.generate import _streamer, build_messages, cli_generate, generate_answer, load_images
 
-# The command as proposed for smolvlm_cli/cli.py; tests use the real one once cli.py has it.
-GENERATE_COMMAND = '''
-@app.command()
-@user_errors
-def generate(
-    prompt: str = typer.Argument(..., help="The question or instruction."),
-    model: Path = typer.Option(..., "--model", "-m", help="SmolVLM model folder (from init, train or export)."),
-    image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file (repeatable)."),
-    video: Optional[Path] = typer.Option(None, "--video", help="Video file; frames are sampled as in training."),
-    max_new_tokens: int = typer.Option(256, "--max-new-tokens", help="Longest answer, in tokens."),
-) -> None:
-    """Answer a prompt about images or a video with a SmolVLM, streaming the answer (greedy)."""
-    from .generate import cli_generate
-
-    cli_generate(model, prompt, image or [], video, max_new_tokens)
-'''
-
-
 class Recorder:
     """A text stream that keeps each write, to see the answer arrive in pieces."""
 
@@ -185,19 +167,13 @@ def test_bad_model_folder_and_arguments(tiny_model_dir, media, tmp_path):
 
 @pytest.fixture
 def generate_cli():
-    """Invoke `smolvlm generate`: the real command once cli.py has it, else the proposed one on a local app."""
-    import typer
+    """Invoke the real `smolvlm generate` in-process."""
     from typer.testing import CliRunner
 
     from smolvlm_cli import cli
 
-    app = cli.app
-    if not any((c.name or c.callback.__name__) == "generate" for c in cli.app.registered_commands):
-        app = typer.Typer()
-        app.callback()(lambda: None)
-        exec(compile(GENERATE_COMMAND, "generate_command", "exec"), {**vars(cli), "app": app})
     runner = CliRunner()
-    return lambda *args: runner.invoke(app, ["generate", *map(str, args)], catch_exceptions=False)
+    return lambda *args: runner.invoke(cli.app, ["generate", *map(str, args)], catch_exceptions=False)
 
 
 def test_cli_streams_to_stdout_and_exits_2_on_bad_media(generate_cli, tiny_model_dir, media, loaded):
