@@ -24,7 +24,7 @@ class RunLog:
                 from ..errors import RecipeError
 
                 raise RecipeError("train.tensorboard is on but tensorboard is not installed",
-                                  "pip install tensorboard, or set train.tensorboard=false") from None
+                                  "pip install 'smolvlm-cli[tensorboard]', or set train.tensorboard=false") from None
             self.writer = SummaryWriter(str(Path(run) / "tensorboard"))
 
     def info(self, text: str) -> None:
