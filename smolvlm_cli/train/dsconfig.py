@@ -8,6 +8,8 @@ from pathlib import Path
 from ..errors import RecipeError
 
 SHIPPED = Path(__file__).resolve().parent.parent / "ds_configs"
+MIN_BUCKET = 50_000_000  # elements per reduce / prefetch bucket
+MIN_PERSIST = 100_000  # parameters with fewer elements stay whole on every rank (ZeRO-3)
 
 
 def load_ds_config(name_or_path: str) -> dict:
@@ -53,9 +55,10 @@ def fill(config: dict, *, micro_batch: int, grad_accum: int, world_size: int, gr
         "train_batch_size": micro_batch * grad_accum * world_size,
         "gradient_clipping": grad_clip or 0.0,
         "enabled": bf16,
-        "reduce_bucket_size": hidden_size * hidden_size,
-        "stage3_prefetch_bucket_size": int(0.9 * hidden_size * hidden_size),
-        "stage3_param_persistence_threshold": 10 * hidden_size,
+        # transformers' sizing (hidden^2) with floors: tiny models otherwise pay one collective per few KB
+        "reduce_bucket_size": max(hidden_size * hidden_size, MIN_BUCKET),
+        "stage3_prefetch_bucket_size": max(int(0.9 * hidden_size * hidden_size), MIN_BUCKET),
+        "stage3_param_persistence_threshold": max(10 * hidden_size, MIN_PERSIST),
     }
 
     def walk(node, key=None):

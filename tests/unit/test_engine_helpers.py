@@ -27,7 +27,7 @@ def test_gradient_accumulation_is_derived_from_the_global_batch():
     cfg = fill(load_ds_config("zero3"), micro_batch=4, grad_accum=2, world_size=2, grad_clip=1.0, bf16=False,
                hidden_size=64)
     assert (cfg["train_batch_size"], cfg["gradient_accumulation_steps"], cfg["gradient_clipping"]) == (16, 2, 1.0)
-    assert cfg["bf16"]["enabled"] is False and cfg["zero_optimization"]["reduce_bucket_size"] == 64 * 64
+    assert cfg["bf16"]["enabled"] is False and cfg["zero_optimization"]["reduce_bucket_size"] == 50_000_000
     assert "auto" not in str(cfg)
     with pytest.raises(RecipeError, match="DeepSpeed config 'zero9' not found"):
         load_ds_config("zero9")
