@@ -57,7 +57,7 @@ def bare_loop(rec: Path, init: Path, steps: int) -> float:
     model = apply_phase(AutoModelForImageTextToText.from_pretrained(init, dtype=torch.float32), phase).train()
     proc = AutoProcessor.from_pretrained(init)
     enc = Encoder(proc, EncodeConfig(max_seq_len=phase.max_seq_len))
-    stream = PhaseStream(open_sources(r.sources, [e.source for e in phase.data]), phase.data, enc,
+    stream = PhaseStream(open_sources(r.sources, [e.source for e in phase.data], r.synthetic), phase.data, enc,
                          seed=r.seed, rank=0, world_size=1, micro_batch_size=phase.micro_batch_size,
                          window=r.train.group_window, packing=phase.packing, group=phase.group_by_length,
                          max_seq_len=phase.max_seq_len, max_skip_fraction=1.0)

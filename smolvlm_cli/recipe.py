@@ -188,6 +188,15 @@ class TrainSettings(Strict):
     tensorboard: bool = False
 
 
+class SyntheticSettings(Strict):
+    """Size of the built-in synthetic dataset that `synthetic:TASK` sources read (generated once, cached)."""
+
+    n_train: int = Field(default=400, gt=0, description="training examples per task")
+    n_test: int = Field(default=100, gt=0, description="held-out examples per task")
+    image_size: int = Field(default=64, ge=32)
+    seed: int = 0
+
+
 class EvalSettings(Strict):
     every_steps: int = Field(gt=0)
     tasks: list[str] = Field(min_length=1)
@@ -206,6 +215,7 @@ class Recipe(Strict):
     stages: dict[Literal["vision", "video"], Stage] = Field(default_factory=dict)
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings | None = None
+    synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
 
     @model_validator(mode="after")
     def _mixtures_name_sources(self) -> "Recipe":

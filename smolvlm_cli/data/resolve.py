@@ -14,14 +14,15 @@ from pathlib import Path
 from ..errors import RecipeError
 
 SYNTHETIC_PREFIX = "synthetic:"
-SYNTHETIC_SIZES = {"n_train": 400, "n_test": 100, "image_size": 64, "seed": 0}
 
 
-def synthetic_root(cache_dir: str | Path | None = None, **settings) -> Path:
-    """The synthetic dataset for these settings, generated once (atomically) into the cache."""
+def synthetic_root(settings=None, cache_dir: str | Path | None = None) -> Path:
+    """The synthetic dataset for these settings (a recipe's `synthetic` section; default sizes when None),
+    generated once (atomically) into the cache."""
+    from ..recipe import SyntheticSettings
     from .synthetic import write_synthetic
 
-    conf = {**SYNTHETIC_SIZES, **settings}
+    conf = (settings or SyntheticSettings()).model_dump()
     key = hashlib.sha256(json.dumps(conf, sort_keys=True).encode()).hexdigest()[:12]
     base = Path(cache_dir or os.environ.get("SMOLVLM_CACHE", Path.home() / ".cache" / "smolvlm"))
     root = base / "synthetic" / key
@@ -56,8 +57,8 @@ def synthetic_path(task: str, split: str, root: Path) -> Path:
     return path
 
 
-def open_sources(specs: dict, names: list[str], cache_dir=None) -> dict:
-    """name -> Source for the given recipe source names."""
+def open_sources(specs: dict, names: list[str], synthetic=None, cache_dir=None) -> dict:
+    """name -> Source for the given recipe source names (`synthetic`: the recipe's synthetic settings)."""
     from .sources import load_source
 
     opened = {}
@@ -65,7 +66,7 @@ def open_sources(specs: dict, names: list[str], cache_dir=None) -> dict:
         spec = specs[name]
         if spec.path.startswith(SYNTHETIC_PREFIX):
             task = spec.path[len(SYNTHETIC_PREFIX):]
-            root = synthetic_root(cache_dir)
+            root = synthetic_root(synthetic, cache_dir)
             media_root = str(root / "media") if task == "llava/direction" else spec.media_root
             spec = replace(spec, path=str(synthetic_path(task, spec.split, root)), media_root=media_root)
         opened[name] = load_source(replace(spec, name=spec.name or name))

@@ -28,7 +28,7 @@ class Evaluator:
             write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, model_dir)
             s = self.settings
             results = run_eval(model_dir, s.tasks, limit=s.limit, batch_size=s.batch_size,
-                               out=model_dir / "eval_results.json", dataset_paths={"synthetic": synthetic_root()},
+                               out=model_dir / "eval_results.json", dataset_paths={"synthetic": synthetic_root(job.recipe.synthetic)},
                                progress=False, device=str(engine.device))
             scores = {t: r["score"] for t, r in results["tasks"].items()}
             from ..eval.tasks import composite

@@ -44,7 +44,7 @@ def steps_for_epochs(recipe: Recipe, phase) -> int:
 
     from ..data.resolve import open_sources
 
-    sources = open_sources(recipe.sources, [e.source for e in phase.data])
+    sources = open_sources(recipe.sources, [e.source for e in phase.data], recipe.synthetic)
     streaming = [n for n, s in sources.items() if s.streaming]
     if streaming:
         raise RecipeError(f"phase '{phase.name}' is given in epochs but source '{streaming[0]}' is streamed "

@@ -156,7 +156,7 @@ def phase_stream(recipe, phase, index: int, processor, rank: int = 0, world_size
     encoder = Encoder(processor, EncodeConfig(max_seq_len=phase.max_seq_len, video_fps=phase.video_fps,
                                               video_max_frames=phase.video_max_frames,
                                               video_backend=recipe.train.video_backend))
-    sources = open_sources(recipe.sources, [e.source for e in phase.data])
+    sources = open_sources(recipe.sources, [e.source for e in phase.data], recipe.synthetic)
     skip = recipe.train.max_skip_fraction if max_skip_fraction is None else max_skip_fraction
     return PhaseStream(sources, phase.data, encoder, seed=recipe.seed + 7919 * index, rank=rank,
                        world_size=world_size, micro_batch_size=phase.micro_batch_size,
