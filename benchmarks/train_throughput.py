@@ -44,6 +44,7 @@ def bare_loop(rec: Path, init: Path, steps: int) -> float:
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from smolvlm_cli.assemble import image_seq_len
     from smolvlm_cli.data.batching import add_blank_image
     from smolvlm_cli.data.encode import EncodeConfig, Encoder
     from smolvlm_cli.data.resolve import open_sources
@@ -63,8 +64,9 @@ def bare_loop(rec: Path, init: Path, steps: int) -> float:
                          max_seq_len=phase.max_seq_len, max_skip_fraction=1.0)
     opt = torch.optim.AdamW(param_groups(model, phase), betas=phase.betas, foreach=False)
     cfg = model.config
-    blank = dict(image_token_id=cfg.image_token_id, tile=cfg.vision_config.image_size, pad_id=enc.pad_id,
-                 image_seq_len=(cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2 // cfg.scale_factor ** 2)
+    vc = cfg.vision_config
+    blank = dict(image_token_id=cfg.image_token_id, tile=vc.image_size, pad_id=enc.pad_id,
+                 image_seq_len=image_seq_len(vc.image_size, vc.patch_size, cfg.scale_factor))
     gas = phase.global_batch_size // phase.micro_batch_size
     batches = iter(stream)
     rates = []

@@ -184,7 +184,8 @@ def read_manifest(path: str | os.PathLike) -> dict:
 
 def recorded_manifest(recipe) -> dict | None:
     """The manifest of the downloads this recipe uses, for init and the trainer to record: the default download
-    folder's, or that of a `--out DIR` folder the recipe's parts or sources point into (DIR/models/..., DIR/data/...)."""
+    folder's, or that of a `--out DIR` folder the recipe's parts or sources point into
+    (DIR/models/..., DIR/data/...)."""
     candidates = [default_download_dir(recipe.name) / MANIFEST_NAME]
     paths = [recipe.model.vision.source, recipe.model.text.source, *(s.path for s in recipe.sources.values())]
     for value in paths:

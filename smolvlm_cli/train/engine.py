@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..assemble import image_seq_len
 from ..data.batching import add_blank_image
 from . import checkpoint as ckpt
 from .launch import Dist
@@ -169,7 +170,6 @@ def _inner(module):
 
 def run_phase(job: PhaseJob, stream_factory) -> Path:
     """Train one phase to its last step and return the folder of its merged model."""
-    import torch
 
     engine, gas, group_names = build_engine(job)
     rank, world = job.dist.rank, job.dist.world_size
@@ -192,7 +192,8 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
     vc = _inner(engine.module).config
     attn, dtype = vc._attn_implementation, next(engine.module.parameters()).dtype
     blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.pad_id,
-             "image_seq_len": (vc.vision_config.image_size // vc.vision_config.patch_size) ** 2 // vc.scale_factor ** 2}
+             "image_seq_len": image_seq_len(vc.vision_config.image_size, vc.vision_config.patch_size,
+                                            vc.scale_factor)}
     progress = log.progress(job, start_step) if log else None
     try:
         for step in range(start_step + 1, phase.steps + 1):

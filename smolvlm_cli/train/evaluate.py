@@ -27,8 +27,9 @@ class Evaluator:
             model_dir = self.run / "evals" / name
             write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, model_dir)
             s = self.settings
+            synthetic = {"synthetic": synthetic_root(job.recipe.synthetic)}
             results = run_eval(model_dir, s.tasks, limit=s.limit, batch_size=s.batch_size,
-                               out=model_dir / "eval_results.json", dataset_paths={"synthetic": synthetic_root(job.recipe.synthetic)},
+                               out=model_dir / "eval_results.json", dataset_paths=synthetic,
                                progress=False, device=str(engine.device))
             scores = {t: r["score"] for t, r in results["tasks"].items()}
             from ..eval.tasks import composite

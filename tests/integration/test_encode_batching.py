@@ -70,7 +70,8 @@ def test_labels_cover_exactly_the_assistant_answers(processor):
     assert text.endswith("<end_of_utterance>\nAssistant:")
     assert enc.input_ids[supervised[len(first) - 1]] == eou
     second = supervised[len(first)]
-    assert tok.decode(enc.input_ids[supervised[len(first) - 1] + 1: second]) == "\nUser: Sure?<end_of_utterance>\nAssistant:"
+    between = tok.decode(enc.input_ids[supervised[len(first) - 1] + 1: second])
+    assert between == "\nUser: Sure?<end_of_utterance>\nAssistant:"
     # the system turn, the user turns, every media token and the turn separators stay unsupervised
     image_id = processor.tokenizer.convert_tokens_to_ids("<image>")
     assert (enc.labels[enc.input_ids == image_id] == IGNORE).all()

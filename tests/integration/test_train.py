@@ -256,7 +256,6 @@ def test_disk_full_while_checkpointing_is_one_clear_error(tmp_path, tiny_model_d
     import deepspeed
 
     from smolvlm_cli.errors import OutputError
-    from smolvlm_cli.train import checkpoint as ckpt
 
     recipe = write_recipe(tmp_path, {"steps": 4, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}},
                           checkpoint_every=2)
