@@ -30,7 +30,7 @@ def phase_report(recipe, phase, index: int, processor, n: int) -> dict:
     grouped = [[[s] for s in b] for b in group_by_length(samples, bs, window=recipe.train.group_window)]
     packed = [list(pack(samples[i: i + bs], phase.max_seq_len)) for i in range(0, len(samples), bs)]
     return {
-        "phase": phase.name, "drawn": min(n, k + 1) if samples or skipped else 0, "per_source": per_source,
+        "phase": phase.name, "drawn": len(samples) + sum(skipped.values()), "per_source": per_source,
         "modality": modality, "skipped": skipped, "fitted": sum(1 for s in samples if s.fitted),
         "lengths": lengths, "efficiency": {"padded": real_token_fraction(plain),
                                            "grouped": real_token_fraction(grouped),

@@ -9,6 +9,8 @@ import random
 import shutil
 from pathlib import Path
 
+from .launch import barrier
+
 LATEST = "latest"
 DS_TAG = "state"
 
@@ -45,7 +47,7 @@ def set_rng_state(state: dict) -> None:
 
 
 def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, stream_state: dict,
-         rank: int, keep_last: int, barrier) -> Path:
+         rank: int, keep_last: int) -> Path:
     """All ranks call this. Writes into `<final>.tmp`, renames, then points `latest` at it."""
     import torch
 
@@ -117,7 +119,6 @@ def load(engine, ckpt: Path, rank: int) -> dict:
 def gather_state_dict(engine, rank: int) -> dict | None:
     """The full (unpartitioned) module state dict on rank 0, as CPU tensors; None on other ranks."""
     import deepspeed
-    import torch
 
     module = engine.module
     params = list(module.parameters())
@@ -129,5 +130,5 @@ def gather_state_dict(engine, rank: int) -> dict | None:
                 state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
     elif rank == 0:
         state = {k: v.detach().to("cpu", copy=True) for k, v in module.state_dict().items()}
-    torch.distributed.barrier() if torch.distributed.is_initialized() else None
+    barrier()
     return state if rank == 0 else None

@@ -12,7 +12,7 @@ from ..errors import UserError
 from ..assemble import image_seq_len
 from ..data.batching import add_blank_image
 from . import checkpoint as ckpt
-from .launch import Dist
+from .launch import Dist, barrier
 
 
 class TrainingStopped(UserError):
@@ -33,13 +33,6 @@ class PhaseJob:
     log: object = None  # RunLog
     evaluator: object = None  # train.evaluate.Evaluator: called (engine, job, step) every `evaluator.every` steps
     pad_id: int = 0
-
-
-def _barrier():
-    import torch
-
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def _comm_device():
@@ -240,7 +233,7 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
                 ckpt.save(engine, job.run, job.index, step,
                           {"stage": job.stage, "phase_index": job.index, "phase": phase.name, "step": step,
                            "bad_steps": bad_total, "world_size": world},
-                          stream.state.to_json(), rank, job.recipe.train.keep_last, _barrier)
+                          stream.state.to_json(), rank, job.recipe.train.keep_last)
             if job.evaluator and (step % job.evaluator.every == 0 or last):
                 job.evaluator(engine, job, step)
     finally:
@@ -261,4 +254,4 @@ def _write_phase_model(engine, job: PhaseJob) -> None:
     state = ckpt.gather_state_dict(engine, job.dist.rank)
     if job.dist.main:
         write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, job.out_dir)
-    _barrier()
+    barrier()

@@ -18,7 +18,7 @@ class Evaluator:
         from ..eval.runner import run_eval
         from .checkpoint import gather_state_dict
         from .consolidate import merged_model, write_model_folder
-        from .engine import _barrier
+        from .launch import barrier
 
         state = gather_state_dict(engine, job.dist.rank)
         score = None
@@ -40,7 +40,7 @@ class Evaluator:
             job.log.info(f"eval at step {step}: " + ", ".join(f"{t} {v:.3f}" for t, v in scores.items())
                          + f" | composite {score:.3f}")
             self._keep_best(model_dir, name, score, scores)
-        _barrier()
+        barrier()
         return score
 
     def _keep_best(self, model_dir: Path, name: str, score: float, scores: dict) -> None:

@@ -57,6 +57,14 @@ def relaunch(nproc: int, hostfile: str | None) -> int:
     return subprocess.call(cmd, env=env)
 
 
+def barrier() -> None:
+    """Wait for every rank (a no-op in a single process without a process group)."""
+    import torch
+
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
 def init_distributed() -> Dist:
     """Set up torch.distributed (NCCL on GPU, gloo on CPU) for 1..N processes."""
     import deepspeed

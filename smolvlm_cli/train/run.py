@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import OutputError, RecipeError, UserError
 from ..recipe import Recipe, dump_recipe, load_recipe
-from .launch import Dist, init_distributed, relaunch, under_launcher
+from .launch import Dist, barrier, init_distributed, relaunch, under_launcher
 
 
 def resolve_init(init: Path) -> Path:
@@ -92,7 +92,8 @@ def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides:
         return relaunch(nproc, hostfile)
     dist = init_distributed()
     run = Path(out)
-    _barrier_after(lambda: _claim_run(run, recipe, stage, init_dir, dist))
+    _claim_run(run, recipe, stage, init_dir, dist)
+    barrier()
     from .log import RunLog
 
     log = RunLog(run, dist.main, recipe.train.tensorboard)
@@ -107,14 +108,6 @@ def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides:
         start = out_dir
     log.info(f"[bold green]{stage} stage finished[/]: {start}")
     return 0
-
-
-def _barrier_after(fn) -> None:
-    import torch
-
-    fn()
-    if torch.distributed.is_initialized():
-        torch.distributed.barrier()
 
 
 def run_one_phase(recipe, stage, index, phase, start, run, dist, out_dir, ds_config, log) -> Path:
