@@ -15,7 +15,7 @@ from rich.table import Table
 RUN = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/quickstart")
 NPROC = sys.argv[2] if len(sys.argv) > 2 else "2"
 RECIPE = "recipes/tiny.yaml"
-TASKS = "synthetic_colour,synthetic_colour_sequence,synthetic_direction,synthetic_count,synthetic_text"
+TASKS = "synthetic_colour,synthetic_colour_sequence,synthetic_direction,synthetic_count,synthetic_position,synthetic_text"
 console = Console()
 
 

@@ -20,10 +20,11 @@ def synthetic_root(settings=None, cache_dir: str | Path | None = None) -> Path:
     """The synthetic dataset for these settings (a recipe's `synthetic` section; default sizes when None),
     generated once (atomically) into the cache."""
     from ..recipe import SyntheticSettings
-    from .synthetic import write_synthetic
+    from .synthetic import DATASET_VERSION, write_synthetic
 
     conf = (settings or SyntheticSettings()).model_dump()
-    key = hashlib.sha256(json.dumps(conf, sort_keys=True).encode()).hexdigest()[:12]
+    keyed = {**conf, "version": DATASET_VERSION}  # a new version of the generator writes a fresh copy
+    key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
     base = Path(cache_dir or os.environ.get("SMOLVLM_CACHE", Path.home() / ".cache" / "smolvlm"))
     root = base / "synthetic" / key
     if (root / "done.json").is_file():

@@ -26,11 +26,13 @@ WORDS: tuple[str, ...] = (
     "star", "lamp", "door", "cake", "ship", "frog", "milk", "rain",
 )
 DIRECTIONS: tuple[str, ...] = ("left", "right", "up", "down")
+POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom")
 BAR_LABELS: tuple[str, ...] = ("A", "B", "C", "D")
 BAR_COLOUR = (50, 100, 200)
 VIDEO_FPS = 4
 VIDEO_FRAMES = 16  # 4 s at 4 fps
 SPLITS: tuple[str, ...] = ("train", "test")
+DATASET_VERSION = 2  # bump when a generator changes what it writes (2: the position task)
 MIN_IMAGE_SIZE = 32
 
 
@@ -57,6 +59,7 @@ TASKS: list[TaskSpec] = [
     TaskSpec("direction", "video", DIRECTIONS, "which way an object moves in a 4 s video"),
     TaskSpec("colour_sequence", "video", tuple(COLOURS), "which full-frame colour comes first or last"),
     TaskSpec("text", "text", None, "add or subtract two digits"),
+    TaskSpec("position", "image", POSITIONS, "which edge of the image one shape sits at"),
 ]
 TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 
@@ -237,6 +240,20 @@ def _direction(rng, media: _Media) -> Example:
     return Example([media.video(np.stack(frames))], question, direction)
 
 
+def _position(rng, media: _Media) -> Example:
+    size = media.size
+    shape, colour, position = _pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, POSITIONS)
+    img, draw = _canvas(size, _pick(rng, BACKGROUNDS))
+    side = size // 5
+    near, far = size // 10, size - size // 10 - side
+    across = int(rng.integers(size // 5, size - size // 5 - side + 1))
+    along = near if position in ("left", "top") else far
+    x, y = (along, across) if position in ("left", "right") else (across, along)
+    _draw_shape(draw, shape, x, y, side, COLOURS[colour])
+    question = f"Where is the {colour} {shape}? Answer with one word."
+    return Example([media.image(img)], question, position)
+
+
 def _colour_sequence(rng, media: _Media) -> Example:
     n_colours = int(rng.integers(3, 5))
     order = [list(COLOURS)[int(i)] for i in rng.permutation(len(COLOURS))[:n_colours]]
@@ -266,6 +283,7 @@ GENERATORS: dict[str, Callable[[np.random.Generator, _Media], Example]] = {
     "direction": _direction,
     "colour_sequence": _colour_sequence,
     "text": _text,
+    "position": _position,
 }
 
 

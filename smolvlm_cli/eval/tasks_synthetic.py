@@ -9,7 +9,7 @@ from . import metrics as m
 from .tasks import BuildContext, Item, Task, micro, row_id, text_part, to_pil
 
 # The generator's task names (smolvlm_cli.data.synthetic.TASK_NAMES); listed here so `eval --list` stays cheap.
-SYNTHETIC_TASKS = ("colour", "count", "ocr", "chart", "compare", "direction", "colour_sequence", "text")
+SYNTHETIC_TASKS = ("colour", "count", "ocr", "chart", "compare", "direction", "colour_sequence", "text", "position")
 
 
 def _media_path(path: str, data_dir: Path | None) -> Path:

@@ -364,9 +364,9 @@ def test_plan_skips_what_needs_no_fetching(tmp_path):
 def test_plan_by_stage_lists_that_stages_sources_once():
     recipe = load_recipe(TINY)
     assert [i.name for i in plan_downloads(recipe, "data", "video")] == [
-        "direction", "direction_llava", "colour_sequence", "colour", "text", "compare"]
+        "direction", "direction_llava", "colour_sequence", "colour", "position", "text", "compare"]
     assert [i.name for i in plan_downloads(recipe, "data", "vision")] == [
-        "colour_cauldron", "ocr", "count", "colour", "chart", "compare", "text"]
+        "colour_cauldron", "ocr", "count", "position", "colour"]
 
 
 def test_plan_rejects_bad_choices_and_references(tmp_path):

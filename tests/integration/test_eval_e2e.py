@@ -43,7 +43,7 @@ def test_eval_every_task_end_to_end(tiny_model_dir, data, tmp_path):
     results = cli_eval(tiny_model_dir, "all,synthetic", batch_size=3, out=out, dataset_path=dataset_path,
                        media_root=media_root, max_new_tokens=3, console=console)
     names = resolve_tasks("all,synthetic")
-    assert list(results["tasks"]) == names and len(names) == 22
+    assert list(results["tasks"]) == names and len(names) == 23
 
     on_disk = json.loads(out.read_text())
     assert on_disk == json.loads(json.dumps(results))

@@ -73,10 +73,12 @@ def test_epochs_become_steps(tmp_path):
     phase = data["stages"]["vision"]["phases"][1]
     del phase["steps"]
     phase["epochs"] = 0.5
+    phase["global_batch_size"], phase["micro_batch_size"] = 8, 4
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
-    # 5 sources of 400 rows each, half a pass, 8 samples a step
-    assert prepare(path, "vision", [], None).stages["vision"].phases[1].steps == 125
+    # 2 sources of 400 rows each, half a pass, 8 samples a step
+    assert len(phase["data"]) == 2
+    assert prepare(path, "vision", [], None).stages["vision"].phases[1].steps == 50
     assert prepare(path, "vision", [], 7).stages["vision"].phases[1].steps == 7
     assert prepare(path, "vision", ["stages.vision.phases.1.steps=3"], None).stages["vision"].phases[1].steps == 3
     del phase["epochs"]

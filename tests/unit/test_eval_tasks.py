@@ -49,7 +49,7 @@ def test_registry_has_the_papers_14_benchmarks_with_published_numbers():
 
 def test_groups_aliases_and_dedup():
     assert resolve_tasks("video") == ["videomme", "mlvu", "mvbench", "tempcompass", "worldsense"]
-    assert len(resolve_tasks("synthetic")) == 8
+    assert len(resolve_tasks("synthetic")) == 9
     assert resolve_tasks("Video-MME, synthetic:colour,docvqa,docvqa") == ["videomme", "synthetic_colour", "docvqa"]
 
 

@@ -17,6 +17,7 @@ from smolvlm_cli.data.synthetic import (
     BAR_LABELS,
     COLOURS,
     DIRECTIONS,
+    POSITIONS,
     TASK_NAMES,
     TASKS,
     WORDS,
@@ -254,6 +255,19 @@ def test_direction_video_moves_the_named_object_the_stated_way(data):
         assert np.all(sign * np.diff(axis) > 5) and np.ptp(other) < 2
         directions.add(answer)
     assert directions == set(DIRECTIONS)
+
+
+def test_position_answer_is_the_edge_the_named_shape_sits_at(data):
+    out, _ = data
+    positions = set()
+    for question, (path,), answer in [*_examples(out, "train", "position"), *_examples(out, "test", "position")]:
+        colour = re.fullmatch(r"Where is the (\w+) (circle|square|triangle)\? Answer with one word\.", question).group(1)
+        ys, xs = np.nonzero(np.all(_pixels(path) == COLOURS[colour], axis=-1))
+        # the shape lies wholly in the named tenth-to-third band of the image and away from the other edges
+        gaps = {"left": xs.min(), "right": SIZE - 1 - xs.max(), "top": ys.min(), "bottom": SIZE - 1 - ys.max()}
+        assert gaps[answer] == SIZE // 10 and all(g > SIZE // 10 for e, g in gaps.items() if e != answer)
+        positions.add(answer)
+    assert positions == set(POSITIONS)
 
 
 def test_colour_sequence_answer_is_the_first_or_last_colour_on_screen(data):
