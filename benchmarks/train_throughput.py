@@ -22,7 +22,10 @@ LAUNCH_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 def recipe(tmp: Path, steps: int) -> Path:
     data = yaml.safe_load((ROOT / "recipes" / "tiny.yaml").read_text())
     full = data["stages"]["vision"]["phases"][1]
-    full.update(steps=steps, neftune_alpha=None)
+    # Batch and mixture fixed here, so the README's figures do not move when the tiny recipe is retuned.
+    full.update(steps=steps, neftune_alpha=None, global_batch_size=8, micro_batch_size=4, data=[
+        {"source": "colour", "weight": 50}, {"source": "count", "weight": 15}, {"source": "chart", "weight": 10},
+        {"source": "compare", "weight": 10}, {"source": "text", "weight": 15}])
     data["stages"] = {"vision": {"phases": [full]}}
     data["train"].update(checkpoint_every=10 * steps, log_every=5)  # per-step logging costs ~5 ms on a ~65 ms step
     path = tmp / "bench.yaml"
