@@ -15,7 +15,7 @@ from rich.table import Table
 RUN = Path(sys.argv[1] if len(sys.argv) > 1 else "runs/quickstart")
 NPROC = sys.argv[2] if len(sys.argv) > 2 else "2"
 RECIPE = "recipes/tiny.yaml"
-TASKS = "synthetic_colour,synthetic_colour_sequence,synthetic_direction,synthetic_count,synthetic_position,synthetic_text"
+TASKS = ",".join(f"synthetic_{t}" for t in ("colour", "colour_sequence", "direction", "count", "position", "text"))
 console = Console()
 
 

@@ -220,13 +220,20 @@ def _compare(rng, media: _Media) -> Example:
     return Example(parts, "Are the two shapes the same colour? Answer yes or no.", "yes" if same else "no")
 
 
+def _edge_track(rng, size: int) -> tuple[int, tuple[int, int], int]:
+    """Where a shape runs edge to edge (direction) or sits at an edge (position): its side, its two end offsets
+    along the track (a tenth of the image from either edge) and a random offset across it, kept off the other edges.
+    The first frame of a direction video is a position image."""
+    side = size // 5
+    across = int(rng.integers(size // 5, size - size // 5 - side + 1))
+    return side, (size // 10, size - size // 10 - side), across
+
+
 def _direction(rng, media: _Media) -> Example:
     size = media.size
     shape, colour, direction = _pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, DIRECTIONS)
     background = _pick(rng, BACKGROUNDS)
-    side = size // 5
-    start, end = size // 10, size - size // 10 - side
-    across = int(rng.integers(size // 5, size - size // 5 - side + 1))
+    side, (start, end), across = _edge_track(rng, size)
     if direction in ("left", "up"):
         start, end = end, start
     frames = []
@@ -244,9 +251,7 @@ def _position(rng, media: _Media) -> Example:
     size = media.size
     shape, colour, position = _pick(rng, SHAPES), _pick(rng, tuple(COLOURS)), _pick(rng, POSITIONS)
     img, draw = _canvas(size, _pick(rng, BACKGROUNDS))
-    side = size // 5
-    near, far = size // 10, size - size // 10 - side
-    across = int(rng.integers(size // 5, size - size // 5 - side + 1))
+    side, (near, far), across = _edge_track(rng, size)
     along = near if position in ("left", "top") else far
     x, y = (along, across) if position in ("left", "right") else (across, along)
     _draw_shape(draw, shape, x, y, side, COLOURS[colour])

@@ -261,9 +261,9 @@ def test_position_answer_is_the_edge_the_named_shape_sits_at(data):
     out, _ = data
     positions = set()
     for question, (path,), answer in [*_examples(out, "train", "position"), *_examples(out, "test", "position")]:
-        colour = re.fullmatch(r"Where is the (\w+) (circle|square|triangle)\? Answer with one word\.", question).group(1)
-        ys, xs = np.nonzero(np.all(_pixels(path) == COLOURS[colour], axis=-1))
-        # the shape lies wholly in the named tenth-to-third band of the image and away from the other edges
+        asked = re.fullmatch(r"Where is the (\w+) (circle|square|triangle)\? Answer with one word\.", question)
+        ys, xs = np.nonzero(np.all(_pixels(path) == COLOURS[asked.group(1)], axis=-1))
+        # the shape is a tenth of the image from the named edge and further than that from the other three
         gaps = {"left": xs.min(), "right": SIZE - 1 - xs.max(), "top": ys.min(), "bottom": SIZE - 1 - ys.max()}
         assert gaps[answer] == SIZE // 10 and all(g > SIZE // 10 for e, g in gaps.items() if e != answer)
         positions.add(answer)
