@@ -144,7 +144,7 @@ OutOpt = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, phase m
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Cap every phase at this many optimizer steps.")
 NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine (relaunches itself under torchrun).")
 HostfileOpt = typer.Option(None, "--hostfile", help="Multi-node: DeepSpeed hostfile (uses the deepspeed launcher).")
-DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3_offload | path to your JSON config.")
+DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | path to your JSON config.")
 DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
 
 

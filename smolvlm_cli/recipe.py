@@ -175,7 +175,7 @@ class Stage(Strict):
 
 
 class TrainSettings(Strict):
-    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | zero3_offload | path to a JSON config")
+    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | path to a JSON config")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     log_every: int = Field(default=1, gt=0)
     checkpoint_every: int = Field(default=500, gt=0)
@@ -186,6 +186,8 @@ class TrainSettings(Strict):
     video_backend: Literal["auto", "decord", "pyav"] = "auto"
     group_window: int = Field(default=16, gt=0, description="micro-batches per length-grouping window")
     tensorboard: bool = False
+    deterministic: bool = Field(default=False, description="torch's deterministic kernels (slower on GPU): the same "
+                                "run on the same hardware and versions gives the same weights")
 
 
 class SyntheticSettings(Strict):

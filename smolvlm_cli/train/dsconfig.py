@@ -1,4 +1,4 @@
-# DeepSpeed configs: the shipped zero2 / zero3 / zero3_offload files or a user's JSON, with "auto" filled in
+# DeepSpeed configs: the shipped zero2 / zero3 files or a user's JSON, with "auto" filled in
 # from the phase (batch sizes, clipping, precision, bucket sizes) so the recipe stays the one source of truth.
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,6 +90,23 @@ def fit_to_attention(batch: dict, implementation: str, dtype) -> dict:
     return batch
 
 
+def make_reproducible(seed: int, deterministic: bool) -> None:
+    """Seed every RNG a step draws from (adapter init, dropout, NEFTune noise; torch.manual_seed covers CUDA) and,
+    when asked, use torch's deterministic kernels where it has them (cuBLAS needs a fixed workspace for that)."""
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
 def build_engine(job: PhaseJob):
     import deepspeed
     import torch
@@ -107,7 +125,7 @@ def build_engine(job: PhaseJob):
               grad_clip=phase.grad_clip, bf16=bf16, hidden_size=config["text_config"]["hidden_size"])
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     hf_ds = HfDeepSpeedConfig(ds) if zero3 else None  # makes from_pretrained build under zero.Init
-    torch.manual_seed(job.recipe.seed)
+    make_reproducible(job.recipe.seed, job.recipe.train.deterministic)
     model = AutoModelForImageTextToText.from_pretrained(job.start_dir, dtype=torch.float32,
                                                         attn_implementation=attention_implementation(bf16))
     if phase.gradient_checkpointing:

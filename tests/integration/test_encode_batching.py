@@ -12,12 +12,18 @@ from smolvlm_cli.data.sample import Image, Sample, SampleError, Text, Turn, Vide
 
 
 @pytest.fixture(scope="module")
-def processor(tiny_model_dir):
+def processor(tmp_path_factory):
+    """The tiny recipe's processor with a 128 px longest edge: images split into up to 2x2 tiles + global. Same seed
+    and tokenizer as `tiny_model_dir`, so its ids fit the `model` fixture."""
     from transformers import AutoProcessor
 
-    processor = AutoProcessor.from_pretrained(tiny_model_dir)
-    processor.image_processor.size = {"longest_edge": 128}  # split images into up to 2x2 tiles + global
-    return processor
+    from smolvlm_cli.assemble import init_model
+    from smolvlm_cli.recipe import load_recipe
+    from tests.conftest import TINY_RECIPE
+
+    out = tmp_path_factory.mktemp("tiny-split") / "model"
+    init_model(load_recipe(TINY_RECIPE, ["model.processor.longest_edge=128"]), out)
+    return AutoProcessor.from_pretrained(out)
 
 
 @pytest.fixture(scope="module")

@@ -39,11 +39,16 @@ def test_tiny_init_via_cli_prints_summary_and_writes_folder(cli, tmp_path):
     res = cli("init", "--recipe", TINY_RECIPE, "--out", out)
     assert res.exit_code == 0, res.output
     assert "tokens per image tile: 16" in res.stdout and "context length: 2048" in res.stdout
-    names = sorted(p.name for p in out.iterdir())
-    for f in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json", "chat_template.jinja",
-              "generation_config.json", "recipe.yaml", "smolvlm_init.json"):
-        assert f in names
+    names = {p.name for p in out.iterdir()}
+    assert {"config.json", "model.safetensors", "recipe.yaml", "smolvlm_init.json"} <= names
     assert [p.name for p in tmp_path.iterdir()] == ["model"]  # no temp folder left behind
+    # the processor and generation settings load back, whichever files transformers keeps them in
+    from transformers import AutoProcessor, GenerationConfig
+
+    proc = AutoProcessor.from_pretrained(out)
+    assert proc.chat_template and proc.image_seq_len == 16
+    eou = proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
+    assert eou != proc.tokenizer.unk_token_id and GenerationConfig.from_pretrained(out).eos_token_id == eou
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "smolvlm" and config["scale_factor"] == 2
     assert config["text_config"]["vocab_size"] % 128 == 0
@@ -69,26 +74,36 @@ def test_vision_tower_equals_siglip(siglip_dirs, tmp_path, layout):
     assert torch.allclose(ours, theirs, atol=1e-6, rtol=0)
 
 
-def test_output_loads_offline_and_generates_on_image_and_video(tiny_model_dir):
+def test_output_loads_offline_and_generates_on_image_and_video(tiny_model_dir, tmp_path):
     from PIL import Image
     from transformers import AutoModelForImageTextToText, AutoProcessor
     from transformers.video_utils import VideoMetadata
+
+    from smolvlm_cli.assemble import init_model
+    from smolvlm_cli.recipe import load_recipe
 
     model = AutoModelForImageTextToText.from_pretrained(tiny_model_dir).eval()
     proc = AutoProcessor.from_pretrained(tiny_model_dir)
     assert type(model).__name__ == "SmolVLMForConditionalGeneration" and type(proc).__name__ == "SmolVLMProcessor"
     eou = proc.tokenizer.convert_tokens_to_ids("<end_of_utterance>")
     assert model.generation_config.eos_token_id == eou and proc.tokenizer.eos_token_id == eou
-    assert model.lm_head.weight.data_ptr() != model.model.text_model.embed_tokens.weight.data_ptr()  # untied
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()  # untied
 
-    assert proc.image_processor.size["longest_edge"] == 64  # the tiny recipe: one tile per image
-    proc.image_processor.size = {"longest_edge": 128}  # exercise image splitting: up to 2x2 tiles
     rng = np.random.RandomState(0)
     img = Image.fromarray(rng.randint(0, 255, (100, 90, 3), dtype=np.uint8))
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What colour?"}]}]
     prompt = proc.apply_chat_template(msgs, add_generation_prompt=True)
     assert prompt == "<|im_start|>User:<image>What colour?<end_of_utterance>\nAssistant:"
-    inputs = proc(text=prompt, images=[img], return_tensors="pt")
+    one_tile = proc(text=prompt, images=[img], return_tensors="pt")  # the tiny recipe: one 64 px tile per image
+    assert one_tile["pixel_values"].shape == (1, 1, 3, 64, 64)
+    assert int((one_tile["input_ids"] == model.config.image_token_id).sum()) == 16
+
+    # exercise image splitting (up to 2x2 tiles): the same recipe with a longer edge (same tokenizer and ids)
+    split_dir = tmp_path / "split"
+    init_model(load_recipe(TINY_RECIPE, ["model.processor.longest_edge=128"]), split_dir)
+    split = AutoProcessor.from_pretrained(split_dir)
+    assert split.apply_chat_template(msgs, add_generation_prompt=True) == prompt
+    inputs = split(text=prompt, images=[img], return_tensors="pt")
     # 100x90 -> resized to longest edge 128 -> 2x2 tiles of 64 + global image = 5 tiles of 16 tokens
     assert inputs["pixel_values"].shape == (1, 5, 3, 64, 64)
     assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == 5 * 16

@@ -85,3 +85,27 @@ def test_epochs_become_steps(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match="phase 'full' needs steps or epochs"):
         prepare(path, "vision", [], None)
+
+
+def test_make_reproducible_seeds_every_rng_and_sets_deterministic_kernels(monkeypatch):
+    import os
+    import random
+
+    import numpy as np
+    import torch
+
+    from smolvlm_cli.train.engine import make_reproducible
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    draws = []
+    for _ in range(2):
+        make_reproducible(5, deterministic=False)
+        draws.append((random.random(), float(np.random.rand()), torch.rand(3).tolist()))
+    assert draws[0] == draws[1]
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    try:
+        make_reproducible(5, deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -210,7 +210,9 @@ def test_video_stored_as_a_folder_of_frames(tmp_path):
         image(i, (20, 10)).save(tmp_path / f"{i:05d}.jpg")
     frames, metadata = _frames_folder(tmp_path, max_frames=3)
     assert frames.shape == (3, 10, 20, 3)
-    assert metadata.timestamps == [0.0, 2.0, 4.0]  # segment centres of 5 frames in 3 parts, 1 fps assumed
+    # segment centres of 5 frames in 3 parts, 1 fps assumed: the prompt's frame times are 0 s, 2 s, 4 s
+    assert (metadata.frames_indices, metadata.fps) == ([0, 2, 4], 1.0)
+    assert (metadata.total_num_frames, metadata.duration) == (5, 5.0)
 
 
 # --------------------------------------------------------------------------------------------- synthetic

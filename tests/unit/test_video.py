@@ -165,7 +165,10 @@ def test_both_backends_agree_on_indices_times_and_pixels(videos):
         assert a.indices == b.indices
         assert a.timestamps == b.timestamps
         assert a.duration_s == b.duration_s and a.n_frames == b.n_frames
-        np.testing.assert_array_equal(a.frames, b.frames)
+        assert [_index_of(f) for f in a.frames] == [_index_of(f) for f in b.frames] == a.indices  # the same frames
+        # the same pixels, up to the rounding of two ffmpeg builds' YUV -> RGB conversion
+        assert a.frames.dtype == b.frames.dtype == np.uint8 and a.frames.shape == b.frames.shape
+        assert np.abs(a.frames.astype(np.int16) - b.frames.astype(np.int16)).max() <= 2, name
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
