@@ -126,7 +126,7 @@ def generate(
 
 
 def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[str]], max_steps: Optional[int],
-           nproc: int, hostfile: Optional[str], deepspeed: Optional[str], dry_run: bool) -> None:
+           nproc: int, deepspeed: Optional[str], dry_run: bool) -> None:
     if dry_run:
         from .data.inspect import inspect_stage
 
@@ -134,7 +134,7 @@ def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[
         return
     from .train.run import train_stage
 
-    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, nproc, hostfile, deepspeed)
+    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, nproc, deepspeed)
     if code:
         raise typer.Exit(code)
 
@@ -143,7 +143,6 @@ InitOpt = typer.Option(..., "--init", help="Model folder from `smolvlm init`, or
 OutOpt = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, phase models, metrics.jsonl).")
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Cap every phase at this many optimizer steps.")
 NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine (relaunches itself under torchrun).")
-HostfileOpt = typer.Option(None, "--hostfile", help="Multi-node: DeepSpeed hostfile (uses the deepspeed launcher).")
 DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | path to your JSON config.")
 DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
 
@@ -152,9 +151,8 @@ def _train_command(stage: str, doc: str):
     @user_errors
     def command(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt,
                 set_: Optional[list[str]] = SetOpt, max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt,
-                hostfile: Optional[str] = HostfileOpt, deepspeed: Optional[str] = DeepspeedOpt,
-                dry_run: bool = DryRunOpt) -> None:
-        _train(stage, recipe, init, out, set_, max_steps, nproc, hostfile, deepspeed, dry_run)
+                deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
+        _train(stage, recipe, init, out, set_, max_steps, nproc, deepspeed, dry_run)
 
     command.__doc__ = doc
     app.command(f"train-{stage}")(command)

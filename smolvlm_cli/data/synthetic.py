@@ -32,7 +32,7 @@ BAR_COLOUR = (50, 100, 200)
 VIDEO_FPS = 4
 VIDEO_FRAMES = 16  # 4 s at 4 fps
 SPLITS: tuple[str, ...] = ("train", "test")
-DATASET_VERSION = 2  # bump when a generator changes what it writes (2: the position task)
+DATASET_VERSION = 3  # bump when a generator changes what it writes (2: the position task; 3: lossless video)
 MIN_IMAGE_SIZE = 32
 
 
@@ -91,14 +91,17 @@ class _Media:
 
 
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int) -> None:
-    """Encode uint8 frames [T, H, W, 3] (H, W even) as H.264 mp4; one encoder thread keeps the bytes reproducible."""
+    """Encode uint8 frames [T, H, W, 3] (H, W even) as lossless H.264 (qp 0) mp4. Lossless because x264 is not
+    reproducible here even on one thread: about 1 video in 250 came out with other pixels on a second encode (up to 6
+    levels apart), so two machines, or two runs, trained on different data. Losslessly, any encode decodes to the same
+    frames (only yuv420p's chroma subsampling changes the pixels)."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = int(frames.shape[1]), int(frames.shape[2])
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "18", "preset": "veryfast", "threads": "1"}
+        stream.options = {"qp": "0", "preset": "veryfast", "threads": "1"}
         for rgb in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
                 container.mux(packet)
@@ -310,7 +313,7 @@ def write_synthetic(
     media/<task>/..., plus mirrors of the colour train split in The Cauldron's schema (cauldron/colour/train.parquet)
     and of the direction train split in LLaVA's schema (llava/direction_train.json, videos relative to media/).
     Each (split, task) draws from its own seeded stream, so train and test are different draws, and the test set
-    does not change with n_train. Same seed, same JSONL and images (and mp4 bytes with the same encoder build).
+    does not change with n_train. Same seed, same JSONL and images, and videos that decode to the same frames.
     """
     names = list(TASK_NAMES if tasks is None else tasks)
     unknown = [t for t in names if t not in GENERATORS]

@@ -1,5 +1,5 @@
-# Process launching and distributed set-up: `--nproc N` relaunches this command under torchrun, `--hostfile`
-# under the DeepSpeed launcher; under any launcher (torchrun, deepspeed, SLURM srun) the environment is read as is.
+# Process launching and distributed set-up: `--nproc N` relaunches this command under torchrun; under a launcher
+# that sets RANK / WORLD_SIZE / LOCAL_RANK / MASTER_ADDR / MASTER_PORT (torchrun) the environment is read as is.
 from __future__ import annotations
 
 import os
@@ -43,15 +43,11 @@ def strip_option(argv: list[str], name: str) -> list[str]:
     return out
 
 
-def relaunch(nproc: int, hostfile: str | None) -> int:
-    """Run this same command on N local processes (torchrun) or on the hosts of a hostfile (deepspeed launcher)."""
-    args = strip_option(strip_option(sys.argv[1:], "--nproc"), "--hostfile")
-    if hostfile:
-        cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--hostfile", hostfile,
-               "--module", "smolvlm_cli.cli", *args]
-    else:
-        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
-               "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "smolvlm_cli.cli", *args]
+def relaunch(nproc: int) -> int:
+    """Run this same command on N local processes (torchrun)."""
+    args = strip_option(sys.argv[1:], "--nproc")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}",
+           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "smolvlm_cli.cli", *args]
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // max(nproc, 1))))
     return subprocess.call(cmd, env=env)
@@ -70,10 +66,6 @@ def init_distributed() -> Dist:
     import deepspeed
     import torch
 
-    if "RANK" not in os.environ and "SLURM_PROCID" in os.environ:  # plain `srun smolvlm ...`
-        os.environ["RANK"] = os.environ["SLURM_PROCID"]
-        os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
-        os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     if not under_launcher():
         os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0")
         os.environ.setdefault("MASTER_ADDR", "127.0.0.1")

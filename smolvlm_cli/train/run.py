@@ -84,12 +84,11 @@ def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist
 
 
 def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides: list[str] | None = None,
-                max_steps: int | None = None, nproc: int = 1, hostfile: str | None = None,
-                deepspeed: str | None = None) -> int:
+                max_steps: int | None = None, nproc: int = 1, deepspeed: str | None = None) -> int:
     recipe = prepare(recipe_path, stage, overrides or [], max_steps)
     init_dir = resolve_init(init)
-    if (nproc > 1 or hostfile) and not under_launcher():
-        return relaunch(nproc, hostfile)
+    if nproc > 1 and not under_launcher():
+        return relaunch(nproc)
     dist = init_distributed()
     run = Path(out)
     _claim_run(run, recipe, stage, init_dir, dist)
