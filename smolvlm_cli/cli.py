@@ -5,12 +5,15 @@ from __future__ import annotations
 import functools
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 
 from . import __version__
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .train.launch import Launch
 
 app = typer.Typer(
     name="smolvlm",
@@ -33,6 +36,9 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
+    # The DeepSpeed launcher puts `--local_rank=N` right after the program, before the command name, so only the
+    # app can take it; LOCAL_RANK in the environment (which the launcher also sets) is what training reads.
+    local_rank: Optional[int] = typer.Option(None, "--local_rank", hidden=True),
 ) -> None:
     _state["debug"] = debug
     if not debug:
@@ -126,7 +132,7 @@ def generate(
 
 
 def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[str]], max_steps: Optional[int],
-           nproc: int, deepspeed: Optional[str], dry_run: bool) -> None:
+           launch: Launch, deepspeed: Optional[str], dry_run: bool) -> None:
     if dry_run:
         from .data.inspect import inspect_stage
 
@@ -134,7 +140,7 @@ def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[
         return
     from .train.run import train_stage
 
-    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, nproc, deepspeed)
+    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, launch, deepspeed)
     if code:
         raise typer.Exit(code)
 
@@ -142,7 +148,19 @@ def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[
 InitOpt = typer.Option(..., "--init", help="Model folder from `smolvlm init`, or a finished run folder.")
 OutOpt = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, phase models, metrics.jsonl).")
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Cap every phase at this many optimizer steps.")
-NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine (relaunches itself under torchrun).")
+NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine, or on each node with --nnodes (relaunches "
+                                           "itself under torchrun).")
+NnodesOpt = typer.Option(1, "--nnodes", help="Multi-node torchrun: run the same command on every node, each with "
+                                             "its --node-rank and node 0's --master-addr.")
+NodeRankOpt = typer.Option(None, "--node-rank", help="This node's number, 0..nodes-1 (--nnodes, or --hostfile with "
+                                                     "--no-ssh).")
+MasterAddrOpt = typer.Option(None, "--master-addr", help="Address of node 0, which every node can reach.")
+MasterPortOpt = typer.Option(None, "--master-port", help="Free port on node 0, the same on every node "
+                                                         "(default 29500).")
+HostfileOpt = typer.Option(None, "--hostfile", help="DeepSpeed hostfile ('HOST slots=N' lines): the DeepSpeed "
+                                                    "launcher starts every node over ssh (pdsh).")
+NoSshOpt = typer.Option(False, "--no-ssh", help="With --hostfile: start only this node's processes; run on every "
+                                                "node with --node-rank and --master-addr.")
 DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | path to your JSON config.")
 DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
 
@@ -151,8 +169,14 @@ def _train_command(stage: str, doc: str):
     @user_errors
     def command(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt,
                 set_: Optional[list[str]] = SetOpt, max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt,
+                nnodes: int = NnodesOpt, node_rank: Optional[int] = NodeRankOpt,
+                master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt,
+                hostfile: Optional[Path] = HostfileOpt, no_ssh: bool = NoSshOpt,
                 deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
-        _train(stage, recipe, init, out, set_, max_steps, nproc, deepspeed, dry_run)
+        from .train.launch import Launch
+
+        launch = Launch(nproc, nnodes, node_rank, master_addr, master_port, hostfile, no_ssh)
+        _train(stage, recipe, init, out, set_, max_steps, launch, deepspeed, dry_run)
 
     command.__doc__ = doc
     app.command(f"train-{stage}")(command)

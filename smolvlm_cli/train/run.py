@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import OutputError, RecipeError, UserError
 from ..recipe import Recipe, dump_recipe, load_recipe
-from .launch import Dist, barrier, init_distributed, relaunch, under_launcher
+from .launch import Dist, Launch, barrier, check, init_distributed, relaunch
 
 
 def resolve_init(init: Path) -> Path:
@@ -84,11 +84,13 @@ def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist
 
 
 def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides: list[str] | None = None,
-                max_steps: int | None = None, nproc: int = 1, deepspeed: str | None = None) -> int:
+                max_steps: int | None = None, launch: Launch | None = None, deepspeed: str | None = None) -> int:
+    launch = launch or Launch()
+    check(launch)  # before reading the recipe: a bad launch option is the quickest thing to report
     recipe = prepare(recipe_path, stage, overrides or [], max_steps)
     init_dir = resolve_init(init)
-    if nproc > 1 and not under_launcher():
-        return relaunch(nproc)
+    if launch.relaunches:
+        return relaunch(launch)
     dist = init_distributed()
     run = Path(out)
     _claim_run(run, recipe, stage, init_dir, dist)
