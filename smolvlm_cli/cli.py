@@ -53,7 +53,8 @@ def _root(
 
 
 def user_errors(fn):
-    """Print a UserError as one red line (hint included) and exit 2; --debug re-raises it."""
+    """Print a UserError as one red line (hint included) and exit 2; --debug re-raises it. In the ranks of a
+    launch, errors.hand_off decides who prints, so that a launch reports one error once."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -62,11 +63,16 @@ def user_errors(fn):
         except UserError as e:
             if _state["debug"]:
                 raise
-            from rich.console import Console
+            from .errors import hand_off
 
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e.one_line()}", markup=True,
-                                                       highlight=False)
-            raise typer.Exit(e.exit_code) from None
+            show, code = hand_off(e)
+            if show:
+                from rich.console import Console
+
+                colour = "yellow" if e.label == "stopped" else "red"
+                Console(stderr=True, soft_wrap=True).print(f"[bold {colour}]{e.label}:[/] {e.one_line()}",
+                                                           markup=True, highlight=False)
+            raise typer.Exit(code) from None
 
     return wrapper
 
@@ -161,7 +167,8 @@ HostfileOpt = typer.Option(None, "--hostfile", help="DeepSpeed hostfile ('HOST s
                                                     "launcher starts every node over ssh (pdsh).")
 NoSshOpt = typer.Option(False, "--no-ssh", help="With --hostfile: start only this node's processes; run on every "
                                                 "node with --node-rank and --master-addr.")
-DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | path to your JSON config.")
+DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3_offload | path to your JSON "
+                                                      "config.")
 DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
 
 
@@ -186,6 +193,19 @@ _train_command("vision", "Run the recipe's vision stage (its phases in order) wi
                          "checkpoints.")
 _train_command("video", "Run the recipe's video stage from a vision-stage run (or a model folder); resumes from "
                         "OUT's checkpoints.")
+
+
+@app.command()
+@user_errors
+def plan(recipe: Path = RecipeOpt, stage: str = typer.Option("vision", "--stage", help="vision | video"),
+         gpus: int = typer.Option(8, "--gpus", min=1, help="Data-parallel GPUs in all."),
+         gpu_memory: float = typer.Option(80, "--gpu-memory", min=0.1, help="Memory of one GPU, in GiB."),
+         set_: Optional[list[str]] = SetOpt, deepspeed: Optional[str] = DeepspeedOpt) -> None:
+    """Per phase: parameters (trainable / frozen), memory per GPU under ZeRO, tokens per step, and whether it fits.
+    Counts come from the recipe's shapes on the meta device: no weights, no network, no GPU."""
+    from .planner import cli_plan
+
+    cli_plan(recipe, stage, gpus, gpu_memory, set_ or [], deepspeed)
 
 
 @app.command("eval")

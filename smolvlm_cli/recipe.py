@@ -175,7 +175,10 @@ class Stage(Strict):
 
 
 class TrainSettings(Strict):
-    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | path to a JSON config")
+    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | zero3_offload | path to a JSON config")
+    zero3_persistence_threshold: int | None = Field(
+        default=None, ge=0, description="ZeRO-3: parameters with at most this many elements stay whole on every "
+        "rank (0 partitions all); default max(10 x text hidden size, 100000)")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
     log_every: int = Field(default=1, gt=0)
     checkpoint_every: int = Field(default=500, gt=0)
@@ -205,7 +208,33 @@ class EvalSettings(Strict):
     limit: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=8, gt=0)
     keep_best: int = Field(default=2, gt=0)
-    weights: dict[str, float] | None = None
+    weights: dict[str, float] | None = Field(
+        default=None, description="composite weight per task (tasks not named weigh 0); default: the paper's "
+                                  "checkpoint-selection benchmarks among the tasks, else all equally")
+
+    @model_validator(mode="after")
+    def _weights_score_run_tasks(self) -> "EvalSettings":
+        """The composite ranks the checkpoints of periodic eval: checked here, a bad task name or weight is a recipe
+        error at load time instead of a crash (or an ignored weight) at the first eval, hours into training."""
+        from .errors import UserError
+        from .eval.tasks import resolve_tasks
+
+        try:
+            run = resolve_tasks(self.tasks)
+        except UserError as e:
+            raise ValueError(f"eval.tasks: {e.message} ({e.hint})") from None
+        if self.weights is None:
+            return self
+        stray = [k for k in self.weights if k not in run]
+        if stray:
+            raise ValueError(f"eval.weights names {', '.join(map(repr, stray))}, not among the tasks eval.tasks runs "
+                             f"({', '.join(run)})")
+        negative = [k for k, w in self.weights.items() if w < 0]
+        if negative:
+            raise ValueError(f"eval.weights gives {', '.join(map(repr, negative))} a negative weight")
+        if not any(w > 0 for w in self.weights.values()):
+            raise ValueError("eval.weights gives no task a positive weight, so no checkpoint could be ranked")
+        return self
 
 
 class Recipe(Strict):

@@ -1,18 +1,96 @@
 # Checkpoints of a run: DeepSpeed state + per-rank data cursor and RNG, written under a temp name and renamed,
-# the `latest` pointer updated last; keep the last K. Also consolidation of a ZeRO-3 engine into an HF folder.
+# the `latest` pointer updated last; keep the last K. Ranks agree on stopping (errors, a scheduler's signals) at
+# checkpoint boundaries, so that they stop together. Also consolidation of a ZeRO-3 engine into an HF folder.
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import random
 import shutil
+import signal
+import threading
 from pathlib import Path
 
+from ..errors import OutputError, Stopped, UserError
 from .launch import barrier
 
 LATEST = "latest"
 DS_TAG = "state"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)  # a scheduler's "time is up" (Slurm: --signal=USR1@SECONDS)
+_received: list[int] = []  # stop signals this process received, in order (set by the handler of deferred_stops)
+
+
+def comm_device():
+    """NCCL reduces tensors on the GPU, gloo on the CPU."""
+    import torch
+
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def deferred_stops():
+    """While training, SIGTERM / SIGUSR1 only take note: the ranks agree on it at the next step boundary (agree) and
+    stop together after a checkpoint, instead of dying mid-step at different points."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    previous = {s: signal.signal(s, lambda signum, frame: _received.append(signum)) for s in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        _received.clear()
+
+
+def agree(error: UserError | None = None, signals: bool = True) -> int | None:
+    """Every rank calls this at the same point. If any rank brings an error, every rank raises the same one (the
+    lowest such rank's); else the stop signal some rank received (checked only with `signals`), or None: go on.
+    One small all-reduce when nobody stops; the messages travel only when someone does."""
+    import torch
+
+    dist = torch.distributed
+    signum = _received[0] if signals and _received else None
+    mine = (2, error) if error is not None else (1, signum) if signum else (0, None)
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    everyone = [mine]
+    if world > 1:
+        flag = torch.tensor([mine[0]], dtype=torch.int64, device=comm_device())
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if int(flag.item()) == 0:
+            return None
+        everyone = [None] * world
+        dist.all_gather_object(everyone, mine)
+    code = max(c for c, _ in everyone)
+    if code == 2:
+        rank = next(r for r, (c, _) in enumerate(everyone) if c == 2)
+        chosen = error if world == 1 or rank == dist.get_rank() else everyone[rank][1]  # keep our own traceback
+        chosen.agreed = True
+        raise chosen
+    return next(s for c, s in everyone if c == 1) if code == 1 else None
+
+
+def disband(error: UserError) -> None:
+    """After an agreed stop, the ranks leave the process group before they exit. Left to the interpreter's
+    shutdown with the engine still alive (the error's frames hold it), a rank sometimes aborted (SIGABRT) there."""
+    import gc
+    import traceback
+
+    import torch
+
+    if torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1:
+        traceback.clear_frames(error.__traceback__)  # the frames' locals: the engine, its groups, the data
+        gc.collect()
+        torch.distributed.destroy_process_group()
+
+
+def stopped(signum: int, where: str, saved: str) -> Stopped:
+    """The error every rank raises after agreeing to stop on `signum`."""
+    error = Stopped(f"{signal.Signals(signum).name} {where}; {saved}", "run the same command to resume", signum)
+    error.agreed = True
+    return error
 
 
 def ckpt_root(run: Path) -> Path:
@@ -30,9 +108,12 @@ def rng_state() -> dict:
 
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "torch": torch.get_rng_state()}
+    state = {"python": [version, torch.tensor(internal, dtype=torch.int64), gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():  # dropout and NEFTune noise on a GPU draw from its own generator
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def set_rng_state(state: dict) -> None:
@@ -44,6 +125,10 @@ def set_rng_state(state: dict) -> None:
     kind, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        # a rank draws on its own device only; with fewer devices visible now, those present get theirs back
+        for device, device_state in enumerate(state["cuda"][:torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(device_state, device)
 
 
 def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, stream_state: dict,
@@ -57,19 +142,24 @@ def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, st
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
     barrier()
+    full: list[OSError] = []
     try:
-        engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
+        with _noting_full_disk(engine, full):
+            engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
         torch.save({"rng": rng_state(), "stream": stream_state}, tmp / f"rank{rank}.pt")
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
-        shutil.rmtree(tmp, ignore_errors=True)
-        from ..errors import OutputError
-
-        raise OutputError(f"disk full while writing checkpoint {final.name}; the last complete one "
-                          f"({latest(run).name if latest(run) else 'none'}) is intact",
-                          "free space (or lower train.keep_last) and run the same command to resume") from None
-    barrier()
+        full.append(e)
+    error = OutputError(f"disk full while writing checkpoint {final.name}; the last complete one "
+                        f"({latest(run).name if latest(run) else 'none'}) is intact",
+                        "free space (or lower train.keep_last) and run the same command to resume") if full else None
+    try:
+        agree(error, signals=False)  # the barrier after writing: a full disk on one rank stops every rank here
+    except OutputError:
+        if rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if rank == 0:
         (tmp / "trainer_state.json").write_text(json.dumps(trainer_state, indent=2))
         shutil.rmtree(final, ignore_errors=True)
@@ -80,6 +170,34 @@ def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, st
         _prune(run, keep_last)
     barrier()
     return final
+
+
+@contextlib.contextmanager
+def _noting_full_disk(engine, full: list):
+    """DeepSpeed's save_checkpoint runs collectives between its writes: a rank raising out of it would leave the
+    others waiting in one. So its writes note a full disk instead, and the ranks agree on it after the save."""
+    writer = getattr(engine, "checkpoint_engine", None)
+    if writer is None:
+        yield
+        return
+    real, own = writer.save, "save" in vars(writer)
+
+    def save(state_dict, path, *args, **kwargs):
+        try:
+            return real(state_dict, path, *args, **kwargs)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+            full.append(e)
+
+    writer.save = save
+    try:
+        yield
+    finally:
+        if own:
+            writer.save = real
+        else:
+            del writer.save  # the class's method again
 
 
 def _prune(run: Path, keep_last: int) -> None:

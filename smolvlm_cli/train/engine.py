@@ -36,11 +36,7 @@ class PhaseJob:
     pad_id: int = 0
 
 
-def _comm_device():
-    """NCCL reduces tensors on the GPU, gloo on the CPU."""
-    import torch
-
-    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+_comm_device = ckpt.comm_device
 
 
 def _all_sum(values: list[float]) -> list[float]:
@@ -113,7 +109,7 @@ def build_engine(job: PhaseJob):
     from transformers import AutoModelForImageTextToText, get_scheduler
     from transformers.integrations.deepspeed import HfDeepSpeedConfig
 
-    from .dsconfig import fill, gradient_accumulation, load_ds_config, use_bf16
+    from .dsconfig import fill, gradient_accumulation, load_ds_config, offloads_optimizer, use_bf16
     from .phases import apply_phase, param_groups
 
     phase, dist = job.phase, job.dist
@@ -122,7 +118,8 @@ def build_engine(job: PhaseJob):
     raw = load_ds_config(job.ds_config)
     config = json.loads((Path(job.start_dir) / "config.json").read_text())
     ds = fill(raw, micro_batch=phase.micro_batch_size, grad_accum=gas, world_size=dist.world_size,
-              grad_clip=phase.grad_clip, bf16=bf16, hidden_size=config["text_config"]["hidden_size"])
+              grad_clip=phase.grad_clip, bf16=bf16, hidden_size=config["text_config"]["hidden_size"],
+              persistence_threshold=job.recipe.train.zero3_persistence_threshold)
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     hf_ds = HfDeepSpeedConfig(ds) if zero3 else None  # makes from_pretrained build under zero.Init
     make_reproducible(job.recipe.seed, job.recipe.train.deterministic)
@@ -140,7 +137,7 @@ def build_engine(job: PhaseJob):
         embed.neftune_noise_alpha = phase.neftune_alpha
         embed.register_forward_hook(neftune_post_forward_hook)
     groups = param_groups(model, phase)
-    optimizer = torch.optim.AdamW(groups, betas=phase.betas, eps=1e-8, foreach=False)
+    optimizer = _optimizer(groups, phase, offloads_optimizer(ds))
     s = phase.schedule
     warmup = s.warmup_steps if s.warmup_steps is not None else int((s.warmup_ratio or 0) * phase.steps)
     name = {"constant": "constant_with_warmup"}.get(s.type, s.type)
@@ -149,6 +146,18 @@ def build_engine(job: PhaseJob):
                                                            lr_scheduler=scheduler, config=ds)
     engine._smolvlm_hf_ds = hf_ds  # keep the zero.Init switch alive as long as the engine
     return engine, gas, [g["name"] for g in groups]
+
+
+def _optimizer(groups: list[dict], phase, offload: bool):
+    """AdamW over the per-part groups. ZeRO-Offload refuses any client optimizer but DeepSpeed's CPU Adam, so there
+    the same groups (learning rates, weight-decay split) go to that in AdamW mode; the group lrs override its `lr`."""
+    import torch
+
+    if not offload:
+        return torch.optim.AdamW(groups, betas=phase.betas, eps=1e-8, foreach=False)
+    from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+    return DeepSpeedCPUAdam(groups, betas=phase.betas, eps=1e-8, adamw_mode=True)
 
 
 def _gather_dora_base_weights(model) -> None:
@@ -180,90 +189,142 @@ def _inner(module):
 
 
 def run_phase(job: PhaseJob, stream_factory) -> Path:
-    """Train one phase to its last step and return the folder of its merged model."""
+    """Train one phase to its last step and return the folder of its merged model. Every stop inside the loop (data
+    out or unusable, non-finite losses, a full disk, a scheduler's signal) is agreed by all ranks at a step
+    boundary, so that they stop together with one message."""
 
     engine, gas, group_names = build_engine(job)
-    rank, world = job.dist.rank, job.dist.world_size
-    phase, log = job.phase, job.log
-    start_step, stream_state, bad_total = 0, None, 0
+    start_step, stream_state, bad_total = _resume(engine, job)
+    engine.train()  # from_pretrained leaves the model in eval mode: no dropout, no NEFTune
+    loop = _PhaseLoop(job, engine, gas, group_names, stream_factory(engine, stream_state), bad_total, start_step)
+    if job.log:
+        job.log.phase_table(job, engine, group_names, gas)
+    progress = job.log.progress(job, start_step) if job.log else None
+    try:
+        for step in range(start_step + 1, job.phase.steps + 1):
+            loop.step(step, progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+    if job.log:
+        loop.log_summary()
+    _write_phase_model(engine, job)
+    return job.out_dir
+
+
+def _resume(engine, job: PhaseJob) -> tuple[int, dict | None, int]:
+    """(step, this rank's stream state, non-finite steps so far) from the run's latest checkpoint of this phase."""
     resume = ckpt.latest(job.run)
     if resume is not None:
         state = ckpt.read_trainer_state(resume)
         if state["stage"] == job.stage and state["phase_index"] == job.index:
-            stream_state = ckpt.load(engine, resume, rank)
-            start_step, bad_total = state["step"], state["bad_steps"]
-            log.info(f"resumed from {resume.name} at step {start_step}")
-    engine.train()  # from_pretrained leaves the model in eval mode: no dropout, no NEFTune
-    stream = stream_factory(engine, stream_state)
-    batches = iter(stream)
-    if log:
-        log.phase_table(job, engine, group_names, gas)
-    consecutive_bad = 0
-    device = engine.device
-    vc = _inner(engine.module).config
-    attn, dtype = vc._attn_implementation, next(engine.module.parameters()).dtype
-    blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.pad_id,
-             "image_seq_len": image_seq_len(vc.vision_config.image_size, vc.vision_config.patch_size,
-                                            vc.scale_factor)}
-    progress = log.progress(job, start_step) if log else None
-    try:
-        for step in range(start_step + 1, phase.steps + 1):
-            t0 = time.perf_counter()
-            micro = []
-            for _ in range(gas):
+            stream_state = ckpt.load(engine, resume, job.dist.rank)
+            job.log.info(f"resumed from {resume.name} at step {state['step']}")
+            return state["step"], stream_state, state["bad_steps"]
+    return 0, None, 0
+
+
+def _agreed(error: UserError) -> UserError:
+    """An error every rank raises at the same point because it follows from all-reduced values."""
+    error.agreed = True
+    return error
+
+
+class _PhaseLoop:
+    """The steps of one phase and what they share: the engine, this rank's batches, the counters that stop it."""
+
+    def __init__(self, job: PhaseJob, engine, gas: int, group_names: list, stream, bad_total: int, start_step: int):
+        self.job, self.engine, self.gas, self.group_names = job, engine, gas, group_names
+        self.stream, self.batches = stream, iter(stream)
+        self.bad_total, self.consecutive_bad, self.saved_step = bad_total, 0, start_step
+        vc = _inner(engine.module).config
+        self.attn, self.dtype = vc._attn_implementation, next(engine.module.parameters()).dtype
+        self.blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.pad_id,
+                      "image_seq_len": image_seq_len(vc.vision_config.image_size, vc.vision_config.patch_size,
+                                                     vc.scale_factor)}
+
+    def step(self, step: int, progress) -> None:
+        job, phase, engine, train = self.job, self.job.phase, self.engine, self.job.recipe.train
+        t0 = time.perf_counter()
+        micro, error = self.fetch(step)
+        # before the step's first collective: a rank without data must not leave the others waiting inside one
+        ckpt.agree(error, signals=False)
+        loss, tokens = self.forward_backward(micro)
+        finite = math.isfinite(loss)
+        if not finite and engine.was_step_applied():
+            raise _agreed(TrainingStopped(f"non-finite loss at step {step} and the optimizer step was not skipped",
+                                          "use a ZeRO config whose optimizer skips invalid gradient norms"))
+        self.bad_total += not finite
+        self.consecutive_bad = 0 if finite else self.consecutive_bad + 1
+        dt = time.perf_counter() - t0
+        lrs = {n: g["lr"] for n, g in zip(self.group_names, engine.optimizer.param_groups)}
+        memory = _peak_rss_mb() if step % train.log_every == 0 or step == phase.steps else None
+        if job.log:
+            job.log.step(job, step, loss if finite else None, lrs, tokens / dt, self.stream, self.bad_total, progress,
+                         memory)
+        if self.consecutive_bad >= train.max_bad_steps:
+            raise _agreed(TrainingStopped(
+                f"{self.consecutive_bad} steps in a row had a non-finite loss (last at step {step}); the last good "
+                f"checkpoint is {ckpt.latest(job.run) or 'none'}", "lower the learning rate or check the data"))
+        last = step == phase.steps
+        if finite and (step % train.checkpoint_every == 0 or last):
+            self.save(step)
+        signum = ckpt.agree()  # a scheduler's signal: stop after this step, not the next, at a checkpoint
+        if signum is not None:
+            if self.saved_step != step:
+                self.save(step)
+            raise ckpt.stopped(signum, f"at step {step} of {phase.steps} of phase '{phase.name}'",
+                               f"checkpoint {ckpt.step_dir(job.run, job.index, step).name} written")
+        if job.evaluator and (step % job.evaluator.every == 0 or last):
+            job.evaluator(engine, job, step)
+
+    def fetch(self, step: int) -> tuple[list, UserError | None]:
+        """This rank's micro-batches for `step`, or the error that ends its data (for the ranks to agree on)."""
+        micro = []
+        try:
+            for _ in range(self.gas):
                 try:
-                    micro.append(next(batches))
+                    micro.append(next(self.batches))
                 except StopIteration:
-                    raise TrainingStopped(f"phase '{phase.name}' ran out of data at step {step} of {phase.steps}",
-                                          "raise the sources' caps or lower the phase's steps") from None
-            pad = job.pad_id
-            n_tokens, tokens = _all_sum([sum(float((b["labels"][:, 1:] != -100).sum()) for b in micro),
-                                         sum(float((b["input_ids"] != pad).sum()) for b in micro)])
-            loss_sum = 0.0
-            for b in micro:
-                b = fit_to_attention(add_blank_image(b, **blank), attn, dtype)
-                b = {k: v.to(device) for k, v in b.items() if v is not None}
-                labels = b.pop("labels")
-                out = engine(**b, use_cache=False)
-                total = token_loss_sum(out.logits, labels)
-                loss_sum += float(total.detach())
-                scaled = total / max(n_tokens, 1.0) * gas * world
-                engine.backward(scaled)
-                engine.step()
-            loss = _all_sum([loss_sum])[0] / max(n_tokens, 1.0)
-            finite = math.isfinite(loss)
-            if not finite and engine.was_step_applied():
-                raise TrainingStopped(f"non-finite loss at step {step} and the optimizer step was not skipped",
-                                      "use a ZeRO config whose optimizer skips invalid gradient norms")
-            bad_total += not finite
-            consecutive_bad = 0 if finite else consecutive_bad + 1
-            dt = time.perf_counter() - t0
-            lrs = {n: g["lr"] for n, g in zip(group_names, engine.optimizer.param_groups)}
-            memory = _peak_rss_mb() if step % job.recipe.train.log_every == 0 or step == phase.steps else None
-            if log:
-                log.step(job, step, loss if finite else None, lrs, tokens / dt, stream, bad_total, progress, memory)
-            if consecutive_bad >= job.recipe.train.max_bad_steps:
-                raise TrainingStopped(
-                    f"{consecutive_bad} steps in a row had a non-finite loss (last at step {step}); the last good "
-                    f"checkpoint is {ckpt.latest(job.run) or 'none'}", "lower the learning rate or check the data")
-            last = step == phase.steps
-            if finite and (step % job.recipe.train.checkpoint_every == 0 or last):
-                ckpt.save(engine, job.run, job.index, step,
-                          {"stage": job.stage, "phase_index": job.index, "phase": phase.name, "step": step,
-                           "bad_steps": bad_total, "world_size": world},
-                          stream.state.to_json(), rank, job.recipe.train.keep_last)
-            if job.evaluator and (step % job.evaluator.every == 0 or last):
-                job.evaluator(engine, job, step)
-    finally:
-        if progress is not None:
-            progress.stop()
-    if log:
+                    raise TrainingStopped(f"phase '{self.job.phase.name}' ran out of data at step {step} of "
+                                          f"{self.job.phase.steps}", "raise the sources' caps or lower the phase's "
+                                          "steps") from None
+        except UserError as e:  # also too many unusable samples, a changed mixture on resume
+            return micro, e
+        return micro, None
+
+    def forward_backward(self, micro: list) -> tuple[float, float]:
+        """One optimizer step over the micro-batches: (loss per supervised token of the global batch, its tokens)."""
+        engine, gas, world, pad = self.engine, self.gas, self.job.dist.world_size, self.job.pad_id
+        n_tokens, tokens = _all_sum([sum(float((b["labels"][:, 1:] != -100).sum()) for b in micro),
+                                     sum(float((b["input_ids"] != pad).sum()) for b in micro)])
+        loss_sum = 0.0
+        for b in micro:
+            b = fit_to_attention(add_blank_image(b, **self.blank), self.attn, self.dtype)
+            b = {k: v.to(engine.device) for k, v in b.items() if v is not None}
+            labels = b.pop("labels")
+            out = engine(**b, use_cache=False)
+            total = token_loss_sum(out.logits, labels)
+            loss_sum += float(total.detach())
+            scaled = total / max(n_tokens, 1.0) * gas * world
+            engine.backward(scaled)
+            engine.step()
+        return _all_sum([loss_sum])[0] / max(n_tokens, 1.0), tokens
+
+    def save(self, step: int) -> None:
+        job, world = self.job, self.job.dist.world_size
+        ckpt.save(self.engine, job.run, job.index, step,
+                  {"stage": job.stage, "phase_index": job.index, "phase": job.phase.name, "step": step,
+                   "bad_steps": self.bad_total, "world_size": world},
+                  self.stream.state.to_json(), job.dist.rank, job.recipe.train.keep_last)
+        self.saved_step = step
+
+    def log_summary(self) -> None:
+        stream = self.stream
         skipped = ", ".join(f"{r} {n}" for r, n in stream.skipped.most_common()) or "none"
         fitted = ", ".join(f"{r} {n}" for r, n in stream.fitted.most_common()) or "none"
-        log.info(f"phase '{phase.name}' done: rank 0 read {stream.seen} samples; skipped: {skipped}; "
-                 f"fitted to max_seq_len: {fitted}; non-finite steps: {bad_total}")
-    _write_phase_model(engine, job)
-    return job.out_dir
+        self.job.log.info(f"phase '{self.job.phase.name}' done: rank 0 read {stream.seen} samples; skipped: "
+                          f"{skipped}; fitted to max_seq_len: {fitted}; non-finite steps: {self.bad_total}")
 
 
 def _write_phase_model(engine, job: PhaseJob) -> None:

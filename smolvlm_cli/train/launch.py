@@ -185,38 +185,66 @@ def relaunch(launch: Launch) -> int:
     env = dict(os.environ)
     share = (os.cpu_count() or 1) // local_processes(launch, hosts)
     env.setdefault("OMP_NUM_THREADS", str(max(1, share)))
-    return _run_forwarding_signals(cmd, env)
+    import tempfile
+
+    from ..errors import ERROR_FILE_ENV, recorded_error
+
+    # the ranks leave an error here (errors.hand_off) and exit quietly: this process prints it once, without the
+    # launcher's report of failed ranks
+    with tempfile.TemporaryDirectory(prefix="smolvlm-launch-") as tmp:
+        env[ERROR_FILE_ENV] = str(Path(tmp) / "error.json")
+        code = _run_forwarding_signals(cmd, env)
+        error = recorded_error(env[ERROR_FILE_ENV])
+    if error is not None:
+        raise error
+    return code
 
 
 def _run_forwarding_signals(cmd: list[str], env: dict) -> int:
-    """Run the launcher and wait for it. A SIGTERM to this process (a scheduler, `kill`) goes to the launcher's
-    whole tree: the DeepSpeed runner dies of it without stopping its launcher and ranks, and torchrun's ranks sit
-    in sessions of their own. Ctrl-C reaches the launchers from the terminal: wait for them to stop their ranks."""
+    """Run the launcher and wait for it. A SIGTERM or SIGUSR1 to this process (a scheduler, `kill`) goes to the
+    ranks, which agree on it at the next step boundary and stop together after a checkpoint: the launchers would
+    kill them 30 s after a signal of their own. Before any rank runs it goes to the launcher's whole tree: the
+    DeepSpeed runner dies of it without stopping its launcher, and torchrun's ranks sit in sessions of their own.
+    Ctrl-C reaches the launchers from the terminal: wait for them to stop their ranks."""
     import psutil
 
     child = subprocess.Popen(cmd, env=env)
+    received = []
+
+    def is_rank(process) -> bool:
+        # a launcher gave it RANK; its own children (data workers, compilers) inherit RANK and must not be
+        # signalled: a data worker dying of it fails its rank
+        try:
+            return "RANK" in process.environ() and "RANK" not in process.parent().environ()
+        except psutil.Error:
+            return False
 
     def forward(signum, frame):
+        received.append(signum)
         try:
             tree = [psutil.Process(child.pid), *psutil.Process(child.pid).children(recursive=True)]
         except psutil.Error:
             return
-        for process in tree:
+        for process in [p for p in tree if is_rank(p)] or tree:
             try:
                 process.send_signal(signum)
             except psutil.Error:
                 pass
 
-    previous = signal.signal(signal.SIGTERM, forward)
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         while True:
             try:
                 code = child.wait()
-                return code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+                break
             except KeyboardInterrupt:
                 continue
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    code = code if code >= 0 else 128 - code  # killed by a signal: the shell's convention
+    # a launch that failed after a stop signal (ranks killed before they could agree) ends as that signal would
+    return 128 + received[0] if received and code != 0 else code
 
 
 def expand_nodelist(text: str) -> list[str]:

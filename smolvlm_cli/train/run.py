@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import OutputError, RecipeError, UserError
 from ..recipe import Recipe, dump_recipe, load_recipe
-from .launch import Dist, Launch, barrier, check, init_distributed, relaunch
+from . import checkpoint as ckpt
+from .launch import Dist, Launch, check, init_distributed, relaunch
 
 
 def resolve_init(init: Path) -> Path:
@@ -91,13 +92,28 @@ def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides:
     init_dir = resolve_init(init)
     if launch.relaunches:
         return relaunch(launch)
-    dist = init_distributed()
-    run = Path(out)
-    _claim_run(run, recipe, stage, init_dir, dist)
-    barrier()
+    with ckpt.deferred_stops():
+        try:
+            return _train_here(recipe, stage, init_dir, Path(out), deepspeed)
+        except UserError as e:
+            if e.agreed:
+                ckpt.disband(e)
+            raise
+
+
+def _train_here(recipe: Recipe, stage: str, init_dir: Path, run: Path, deepspeed: str | None) -> int:
+    """The stage on this process, one rank of however many. Errors are agreed by all ranks (checkpoint.agree) so
+    that they stop together, and a scheduler's signal stops them before a phase or at a step boundary."""
     from .log import RunLog
 
-    log = RunLog(run, dist.main, recipe.train.tensorboard)
+    dist = init_distributed()
+    claimed = None
+    try:
+        _claim_run(run, recipe, stage, init_dir, dist)
+        log = RunLog(run, dist.main, recipe.train.tensorboard)  # rank 0 alone may miss tensorboard
+    except UserError as e:
+        claimed = e
+    ckpt.agree(claimed, signals=False)  # also the barrier: rank 0 has written run.json
     start = init_dir
     for i, phase in enumerate(recipe.stages[stage].phases):
         out_dir = run / "phases" / f"{i:02d}-{phase.name}"
@@ -105,6 +121,11 @@ def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides:
             log.info(f"phase {i + 1} '{phase.name}' already finished: {out_dir}")
             start = out_dir
             continue
+        signum = ckpt.agree()
+        if signum is not None:
+            last = ckpt.latest(run)
+            raise ckpt.stopped(signum, f"before phase {i + 1} '{phase.name}'",
+                               f"the last checkpoint is {last.name if last else 'none'}")
         run_one_phase(recipe, stage, i, phase, start, run, dist, out_dir, deepspeed or recipe.train.deepspeed, log)
         start = out_dir
     log.info(f"[bold green]{stage} stage finished[/]: {start}")

@@ -95,3 +95,33 @@ def test_release_recipes_carry_the_released_training_stages(name):
     for e in video.data:
         shares[modality[e.source]] = round(shares.get(modality[e.source], 0) + e.weight, 6)
     assert shares == {"video": 33.1, "image": 33.8, "multi-image": 11.6, "text": 21.5}
+
+
+EVAL = ["eval.every_steps=5", "eval.tasks=[synthetic, docvqa]"]  # a group expands to its tasks
+
+
+def test_eval_weights_on_run_tasks_load():
+    r = load_recipe(TINY_RECIPE, [*EVAL, "eval.weights={synthetic_colour: 2, docvqa: 1, synthetic_count: 0}"])
+    assert r.eval.weights == {"synthetic_colour": 2.0, "docvqa": 1.0, "synthetic_count": 0.0}
+    assert load_recipe(TINY_RECIPE, EVAL).eval.weights is None  # the default composite
+
+
+@pytest.mark.parametrize("weights,message", [
+    ("{synthetic_colour: 1, mmmu: 1, DocVQA: 1}", r"eval\.weights names 'mmmu', 'DocVQA', not among the tasks "
+                                                  r"eval\.tasks runs \(synthetic_colour, .*, docvqa\)"),
+    ("{mmmu: 1}", r"eval\.weights names 'mmmu', not among"),
+    ("{}", r"eval\.weights gives no task a positive weight"),
+    ("{synthetic_colour: 0, docvqa: 0}", r"eval\.weights gives no task a positive weight"),
+    ("{synthetic_colour: 1, docvqa: -1}", r"eval\.weights gives 'docvqa' a negative weight"),
+])
+def test_bad_eval_weights_are_recipe_errors(weights, message):
+    """Periodic eval ranks checkpoints by the weighted composite: weights that cannot score the tasks it runs fail
+    when the recipe loads, as one line naming the bad keys, not at the first eval."""
+    with pytest.raises(RecipeError, match=r"^'eval' in recipe '.*tiny\.yaml': Value error, " + message) as err:
+        load_recipe(TINY_RECIPE, [*EVAL, f"eval.weights={weights}"])
+    assert "\n" not in err.value.one_line() and err.value.one_line().endswith(" - fix the value in the recipe or --set")
+
+
+def test_unknown_eval_task_is_a_recipe_error():
+    with pytest.raises(RecipeError, match=r"eval\.tasks: unknown eval task 'docvqa_tset' \(choose from: docvqa, "):
+        load_recipe(TINY_RECIPE, ["eval.every_steps=5", "eval.tasks=[docvqa_tset]"])
