@@ -97,10 +97,10 @@ def make_reproducible(seed: int, deterministic: bool) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    if deterministic:
+    if deterministic:  # before the first cuBLAS call, which reads it
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)  # set both ways: a process may train twice
 
 
 def build_engine(job: PhaseJob):

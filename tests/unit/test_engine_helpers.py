@@ -97,6 +97,7 @@ def test_make_reproducible_seeds_every_rng_and_sets_deterministic_kernels(monkey
     from smolvlm_cli.train.engine import make_reproducible
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(True)  # as a training run in this process may have left it
     draws = []
     for _ in range(2):
         make_reproducible(5, deterministic=False)
