@@ -158,53 +158,40 @@ def test_cli_reports_launch_mistakes_in_one_line_and_takes_the_launchers_local_r
 SBATCH = Path(__file__).resolve().parents[2] / "examples" / "slurm" / "train_256m_vision.sbatch"
 FAKES = {  # the Slurm commands and smolvlm, recording how the script calls them
     "srun": 'echo "$*" >> "$RECORD/srun"; echo "$HF_HUB_OFFLINE $OMP_NUM_THREADS" >> "$RECORD/srun.env"\n'
-            'exec sleep "$FAKE_TRAIN_S" > /dev/null',  # not holding the script's output open
+            'exit "$FAKE_SRUN_EXIT"',  # 138: the ranks stopped on USR1 after a checkpoint
     "scontrol": 'echo "$*" >> "$RECORD/scontrol"',
     "smolvlm": 'echo "$*" >> "$RECORD/smolvlm"; mkdir -p "$5"; touch "$5/config.json"',
 }
 
 
-def _sbatch(tmp_path: Path, train_s: int, restarts: int):
+def _sbatch(tmp_path: Path, srun_exit: int, restarts: int):
     import os
     import subprocess
 
-    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "RECORD": str(tmp_path), "FAKE_TRAIN_S": str(train_s),
+    env = {"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "RECORD": str(tmp_path), "FAKE_SRUN_EXIT": str(srun_exit),
            "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu[01-04]", "SLURM_NTASKS": "32",
            "SLURM_CPUS_PER_TASK": "12", "SLURM_RESTART_COUNT": str(restarts), "HOME": os.environ["HOME"]}
     return subprocess.Popen(["bash", str(SBATCH)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, text=True,
                             start_new_session=True)
 
 
-def test_sbatch_example_requeues_near_the_limit_and_reruns_the_same_command(tmp_path):
-    import os
-    import signal
-    import time
-
+def test_sbatch_example_requeues_after_the_signal_checkpoint_and_reruns_the_same_command(tmp_path):
     head = [line.split()[1] for line in SBATCH.read_text().splitlines() if line.startswith("#SBATCH")]
-    assert "--requeue" in head and "--signal=B:USR1@120" in head and "--open-mode=append" in head
+    assert "--requeue" in head and "--signal=USR1@120" in head and "--open-mode=append" in head
     per_node = {k: v for k, _, v in (o.partition("=") for o in head)}
     assert per_node["--ntasks-per-node"] == per_node["--gpus-per-node"]  # one task per GPU
     (tmp_path / "bin").mkdir()
     for name, body in FAKES.items():
         (tmp_path / "bin" / name).write_text(f"#!/bin/bash\n{body}\n")
         (tmp_path / "bin" / name).chmod(0o755)
-    first = _sbatch(tmp_path, train_s=60, restarts=0)  # still training when the time limit nears
-    try:
-        deadline = time.monotonic() + 20
-        while not (tmp_path / "srun").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        first.send_signal(signal.SIGUSR1)  # what --signal=B:USR1@120 sends to the batch script
-        out, _ = first.communicate(timeout=20)
-    finally:
-        try:
-            os.killpg(first.pid, signal.SIGKILL)  # the backgrounded stand-in srun
-        except ProcessLookupError:
-            pass
+    first = _sbatch(tmp_path, srun_exit=138, restarts=0)  # the ranks checkpointed and stopped on USR1
+    out, _ = first.communicate(timeout=20)
     assert first.returncode == 0 and "requeueing job 4242" in out
     assert (tmp_path / "scontrol").read_text() == "requeue 4242\n"
-    second = _sbatch(tmp_path, train_s=0, restarts=1)  # the requeued job: same script, same variables
+    second = _sbatch(tmp_path, srun_exit=0, restarts=1)  # the requeued job: same script, same variables
     out, _ = second.communicate(timeout=20)
     assert second.returncode == 0 and "start 2: 32 tasks" in out
+    assert (tmp_path / "scontrol").read_text() == "requeue 4242\n"  # a finished run is not requeued
     assert (tmp_path / "smolvlm").read_text() == (  # the model is assembled once, by the first start
         "init --recipe recipes/smolvlm2-256m.yaml --out runs/smolvlm2-256m/init\n")
     command = ("--kill-on-bad-exit=1 smolvlm train-vision --recipe recipes/smolvlm2-256m.yaml "
