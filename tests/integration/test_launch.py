@@ -255,8 +255,9 @@ def test_sigterm_stops_every_process_of_a_launch(tmp_path, tiny_model_dir):
             tree = psutil.Process(parent.pid).children(recursive=True)
         assert len(tree) >= 4, [p.cmdline() for p in tree]
         parent.send_signal(signal.SIGTERM)
-        assert parent.wait(timeout=60) == 128 + signal.SIGTERM
-        gone, alive = psutil.wait_procs(tree, timeout=45)
+        # the ranks act on it at their next step boundary, which on a loaded machine can be minutes away
+        assert parent.wait(timeout=300) == 128 + signal.SIGTERM
+        gone, alive = psutil.wait_procs(tree, timeout=120)
         assert not alive, [p.cmdline() for p in alive]
     finally:
         _kill_all([*tree, psutil.Process(parent.pid)] if parent.poll() is None else tree)
