@@ -36,13 +36,10 @@ class PhaseJob:
     pad_id: int = 0
 
 
-_comm_device = ckpt.comm_device
-
-
 def _all_sum(values: list[float]) -> list[float]:
     import torch
 
-    t = torch.tensor(values, dtype=torch.float64, device=_comm_device())
+    t = torch.tensor(values, dtype=torch.float64, device=ckpt.comm_device())
     if torch.distributed.is_initialized():
         torch.distributed.all_reduce(t)
     return t.tolist()
@@ -56,7 +53,7 @@ def _peak_rss_mb() -> list[float]:
 
     peak = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else \
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    mine = torch.tensor([peak], dtype=torch.float64, device=_comm_device())
+    mine = torch.tensor([peak], dtype=torch.float64, device=ckpt.comm_device())
     if not torch.distributed.is_initialized():
         return mine.tolist()
     everyone = [torch.zeros_like(mine) for _ in range(torch.distributed.get_world_size())]
