@@ -52,7 +52,7 @@ def bare_loop(rec: Path, init: Path, steps: int) -> float:
     from smolvlm_cli.data.encode import EncodeConfig, Encoder
     from smolvlm_cli.data.resolve import open_sources
     from smolvlm_cli.recipe import load_recipe
-    from smolvlm_cli.train.engine import token_loss_sum
+    from smolvlm_cli.train.loss import supervised_loss_sum
     from smolvlm_cli.train.phases import apply_phase, param_groups
     from smolvlm_cli.train.stream import PhaseStream
 
@@ -80,7 +80,7 @@ def bare_loop(rec: Path, init: Path, steps: int) -> float:
         tokens = sum(float((b["input_ids"] != enc.pad_id).sum()) for b in micro)
         for b in micro:
             labels = b.pop("labels")
-            (token_loss_sum(model(**b, use_cache=False).logits, labels) / n).backward()
+            (supervised_loss_sum(model, b, labels) / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), phase.grad_clip)
         opt.step()
         opt.zero_grad()

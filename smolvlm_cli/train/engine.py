@@ -14,6 +14,7 @@ from ..assemble import image_seq_len
 from ..data.batching import add_blank_image
 from . import checkpoint as ckpt
 from .launch import Dist, barrier
+from .loss import supervised_loss_sum
 
 
 class TrainingStopped(UserError):
@@ -170,14 +171,6 @@ def _gather_dora_base_weights(model) -> None:
             register_external_parameter(module, module.base_layer.weight)
 
 
-def token_loss_sum(logits, labels):
-    """Sum of next-token cross-entropy over supervised positions (fp32)."""
-    import torch.nn.functional as F
-
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
-                           reduction="sum")
-
-
 def _inner(module):
     for m in module.modules():
         if type(m).__name__ == "SmolVLMModel":
@@ -300,8 +293,7 @@ class _PhaseLoop:
             b = fit_to_attention(add_blank_image(b, **self.blank), self.attn, self.dtype)
             b = {k: v.to(engine.device) for k, v in b.items() if v is not None}
             labels = b.pop("labels")
-            out = engine(**b, use_cache=False)
-            total = token_loss_sum(out.logits, labels)
+            total = supervised_loss_sum(engine, b, labels)
             loss_sum += float(total.detach())
             scaled = total / max(n_tokens, 1.0) * gas * world
             engine.backward(scaled)

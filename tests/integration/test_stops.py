@@ -216,15 +216,15 @@ def test_sigusr1_on_one_process_checkpoints_at_the_step_boundary(tmp_path, tiny_
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(dump_recipe(load_recipe(TINY_RECIPE, [phase(5, "{source: colour, weight: 1}")])))
     calls = {"n": 0}
-    real = engine.token_loss_sum
+    real = engine.supervised_loss_sum
 
-    def signal_during_step_2(logits, labels):
+    def signal_during_step_2(model, batch, labels):
         calls["n"] += 1
         if calls["n"] == 3:  # 2 micro-batches a step on one process
             os.kill(os.getpid(), signal.SIGUSR1)
-        return real(logits, labels)
+        return real(model, batch, labels)
 
-    monkeypatch.setattr(engine, "token_loss_sum", signal_during_step_2)
+    monkeypatch.setattr(engine, "supervised_loss_sum", signal_during_step_2)
     before = signal.getsignal(signal.SIGUSR1)
     with pytest.raises(Stopped, match="SIGUSR1 at step 2 of 5 of phase 'p'; checkpoint phase0-step00000002") as e:
         train_stage(recipe, "vision", tiny_model_dir, tmp_path / "run")

@@ -220,14 +220,14 @@ def test_non_finite_losses_are_skipped_then_stop_the_run(tmp_path, tiny_model_di
     recipe = write_recipe(tmp_path, {"steps": 8, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}},
                           checkpoint_every=1, keep_last=2, max_bad_steps=3)
     calls = {"n": 0}
-    real = engine.token_loss_sum
+    real = engine.supervised_loss_sum
 
-    def poisoned(logits, labels):
+    def poisoned(model, batch, labels):
         calls["n"] += 1
-        loss = real(logits, labels)
+        loss = real(model, batch, labels)
         return loss * float("nan") if calls["n"] > 4 * 2 else loss  # steps 3+ (4 micro-batches a step)
 
-    monkeypatch.setattr(engine, "token_loss_sum", poisoned)
+    monkeypatch.setattr(engine, "supervised_loss_sum", poisoned)
     run = tmp_path / "run"
     with pytest.raises(engine.TrainingStopped, match="3 steps in a row had a non-finite loss"):
         _train(recipe, tiny_model_dir, run)
