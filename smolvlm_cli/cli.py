@@ -200,12 +200,15 @@ _train_command("video", "Run the recipe's video stage from a vision-stage run (o
 def plan(recipe: Path = RecipeOpt, stage: str = typer.Option("vision", "--stage", help="vision | video"),
          gpus: int = typer.Option(8, "--gpus", min=1, help="Data-parallel GPUs in all."),
          gpu_memory: float = typer.Option(80, "--gpu-memory", min=0.1, help="Memory of one GPU, in GiB."),
-         set_: Optional[list[str]] = SetOpt, deepspeed: Optional[str] = DeepspeedOpt) -> None:
+         set_: Optional[list[str]] = SetOpt, deepspeed: Optional[str] = DeepspeedOpt,
+         supervised: float = typer.Option(0.25, "--supervised", min=0.0, max=1.0,
+                                          help="Share of token positions with a label (the loss projects only "
+                                               "those to the vocabulary).")) -> None:
     """Per phase: parameters (trainable / frozen), memory per GPU under ZeRO, tokens per step, and whether it fits.
     Counts come from the recipe's shapes on the meta device: no weights, no network, no GPU."""
     from .planner import cli_plan
 
-    cli_plan(recipe, stage, gpus, gpu_memory, set_ or [], deepspeed)
+    cli_plan(recipe, stage, gpus, gpu_memory, set_ or [], deepspeed, supervised)
 
 
 @app.command("eval")

@@ -186,6 +186,7 @@ class PlanInputs:
     zero: ZeroSetup
     origins: dict[str, str]
     counts: list[PhaseCount]
+    supervised: float = 0.25  # share of the token positions with a label: the loss projects only those
 
     @property
     def precision(self) -> str:
@@ -214,8 +215,8 @@ def phase_cells(inp: PlanInputs, phase: Phase, count: PhaseCount) -> dict[str, s
         return mem.model_states(count.total, count.trainable, inp.gpus, z.stage, inp.precision, offload_optimizer=opt,
                                 offload_params=par, largest_layer=count.largest_layer)
 
-    acts = {ck: mem.activations(inp.shapes, micro, seq, act_bytes, ck, count.modes["vision"] != "frozen")
-            for ck in (False, True)}
+    acts = {ck: mem.activations(inp.shapes, micro, seq, act_bytes, ck, count.modes["vision"] != "frozen",
+                                inp.supervised) for ck in (False, True)}
     base, per_step = states(False, False), micro * inp.gpus
     cells = {
         "vision/conn./text/emb.": "/".join(count.modes.values()),
@@ -239,7 +240,7 @@ def phase_cells(inp: PlanInputs, phase: Phase, count: PhaseCount) -> dict[str, s
     cells["vision act. (ckpt off/on)"] = (f"{mem.human(a.vision)} / {mem.human(c.vision)}" if a.tiles
                                           else "0 (frozen)")
     cells["vision tiles / micro batch"] = f"{a.tiles:,}"
-    cells["logits + loss"] = mem.human(a.logits)
+    cells[f"logits + loss ({inp.supervised:.0%} supervised)"] = mem.human(a.logits)
     cells["activations (ckpt off/on)"] = f"{mem.human(a.total)} / {mem.human(c.total)}"
     configured = states(z.offload_optimizer, z.offload_params).total + acts[phase.gradient_checkpointing].total
     cells["as configured"] = mem.human(configured) + (" ckpt" if phase.gradient_checkpointing else "") + (
@@ -259,8 +260,9 @@ NOTES = (
     "gradient partitions to the CPU, param offload the weights too.",
     "Activations (Korthikanti et al. 2022): seq x batch x hidden x 34 B per layer (fused attention: no "
     "5 x heads x seq / hidden score term); with checkpointing 2 B x seq x batch x hidden per layer + one whole layer. "
-    "Vision: worst case, every token an image token (micro x seq / tokens per tile tiles). Logits: batch x seq x "
-    "vocab x 10 B (bf16, fp32 copy, fp32 log-softmax; fp32 training: 4 B per activation value, logits 8 B).",
+    "Vision: worst case, every token an image token (micro x seq / tokens per tile tiles). Logits, at the supervised "
+    "positions only (--supervised share of batch x seq): vocab x 10 B each (bf16, fp32 copy, fp32 log-softmax; fp32 "
+    "training: 4 B per activation value, logits 8 B).",
     "Not counted: CUDA context, allocator fragmentation, communication buckets: keep ~10% free. DeepSpeed's "
     "estimator (GPU / CPU per node) counts every parameter as trainable; nodes of 8 GPUs (one node if --gpus is not a multiple of 8).",
 )
@@ -289,7 +291,7 @@ def print_plan(inp: PlanInputs, console) -> None:
 
 
 def cli_plan(recipe_path: Path, stage: str, gpus: int, gpu_memory: float, overrides: list[str],
-             deepspeed: str | None) -> None:
+             deepspeed: str | None, supervised: float = 0.25) -> None:
     from rich.console import Console
 
     recipe = load_recipe(recipe_path, overrides)
@@ -300,7 +302,7 @@ def cli_plan(recipe_path: Path, stage: str, gpus: int, gpu_memory: float, overri
     config, origins = plan_config(recipe.model)
     inputs = PlanInputs(
         recipe=recipe, stage=stage, gpus=gpus, gpu_memory=gpu_memory, shapes=shapes_of(config), zero=zero,
-        origins=origins,
-        counts=[count_phase(config, phase) for phase in recipe.stages[stage].phases],
+        origins=origins, counts=[count_phase(config, phase) for phase in recipe.stages[stage].phases],
+        supervised=supervised,
     )
     print_plan(inputs, Console())

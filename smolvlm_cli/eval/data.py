@@ -52,12 +52,19 @@ def row_sources(task: Task, dataset_path: Path | None = None, limit: int | None 
     return _hub_rows(task, limit)
 
 
-def iter_items(task: Task, sources: list[RowSource], prompt_style: str, media_root: Path | None) -> Iterator[Item]:
+def iter_items(task: Task, sources: list[RowSource], prompt_style: str, media_root: Path | None,
+               shard: tuple[int, int] = (0, 1)) -> Iterator[Item]:
+    """The task's items in order. With shard=(rank, world), only the items at positions rank, rank + world, ...
+    (counted over all the sources): the others are never built, so their images are never decoded."""
+    rank, world = shard
+    position = -1
     for source in sources:
-        for index, row in enumerate(source.rows):
-            ctx = BuildContext(task.name, prompt_style, source.config, index,
-                               Path(media_root) if media_root else None, source.data_dir)
-            yield task.build(row, ctx)
+        for index in range(len(source.rows)):
+            position += 1
+            if position % world == rank:
+                ctx = BuildContext(task.name, prompt_style, source.config, index,
+                                   Path(media_root) if media_root else None, source.data_dir)
+                yield task.build(source.rows[index], ctx)
 
 
 def _synthetic_rows(task: Task, folder: Path | None, limit: int | None) -> RowSource:

@@ -1,7 +1,8 @@
 # Runs eval tasks on a SmolVLM: batched greedy generation with left padding, scoring, predictions JSONL, results JSON.
-# `evaluate` takes a loaded model (the trainer's periodic eval calls it); `run_eval` loads one from a folder first.
+# `evaluate` takes a loaded model (in training, on every rank: see shard.py); `run_eval` loads one from a folder first.
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -10,7 +11,8 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from .data import check_sources, iter_items, row_sources
-from .tasks import PROMPT_STYLES, Item, Task, composite, composite_weights, registry, resolve_tasks
+from .shard import gather_shares, share_size
+from .tasks import PROMPT_STYLES, Item, Task, composite, composite_weights, registry, resolve_tasks, tasks_named
 
 SMOLVLM_MODEL_TYPES = ("smolvlm", "idefics3")
 
@@ -167,39 +169,57 @@ def _task_summary(task: Task, n: int, scored: dict, seconds: float, max_new_toke
     return summary
 
 
-def _run_task(model, processor, task: Task, *, dataset_path, media_root, limit, batch_size, prompt_style,
-              max_new_tokens, video_fps, video_max_frames, generate_kwargs, write, progress) -> dict:
-    sources = row_sources(task, dataset_path, limit)
-    total = sum(len(s) for s in sources)
-    bar = progress.add_task(task.title, total=total) if progress is not None else None
-    items, predictions, prompts = [], [], []
-    start = time.perf_counter()
+def _answer_share(model, processor, task: Task, sources, *, shard, media_root, batch_size, prompt_style, gen,
+                  progress, bar) -> list[tuple[Item, str, str]]:
+    """(item, prompt, answer) for this rank's share of the task's items (all of them on one rank), in item order."""
+    done: list[tuple[Item, str, str]] = []
     chunk: list[Item] = []
 
     def flush():
+        answered = {}
         for batch in _batches(chunk, batch_size):
             texts = [prompt_text(processor, it) for it in batch]
-            answers = generate(model, processor, batch, max_new_tokens, video_fps, video_max_frames, generate_kwargs,
-                               texts)
-            for item, text, answer in zip(batch, texts, answers):
-                items.append(item)
-                predictions.append(answer)
-                prompts.append(text)
-                item.images = []  # scored items keep only their metadata; full benchmarks hold large images
+            answers = generate(model, processor, batch, prompts=texts, **gen)
+            answered.update((id(it), (text, answer)) for it, text, answer in zip(batch, texts, answers))
             if bar is not None:
                 progress.advance(bar, len(batch))
+        for item in chunk:
+            item.images = []  # scored items keep only their metadata; full benchmarks hold large images
+            done.append((item, *answered[id(item)]))
         chunk.clear()
 
-    for item in iter_items(task, sources, prompt_style, media_root):
+    for item in iter_items(task, sources, prompt_style, media_root, shard):
         chunk.append(item)
         if len(chunk) >= batch_size * 4:
             flush()
     flush()
+    return done
+
+
+def _run_task(model, processor, task: Task, *, dataset_path, media_root, limit, batch_size, prompt_style, gen,
+              write, progress, shard=(0, 1)) -> dict | None:
+    """Answer this rank's share, gather every share on rank 0 and score them there, in item order (None on the
+    other ranks): the score does not depend on how many ranks answered."""
+    rank, world = shard
+    start = time.perf_counter()
+    mine, error = [], None
+    try:
+        sources = row_sources(task, dataset_path, limit)
+        total = share_size(sum(len(s) for s in sources), rank, world)
+        bar = progress.add_task(task.title, total=total) if progress is not None else None
+        mine = _answer_share(model, processor, task, sources, shard=shard, media_root=media_root,
+                             batch_size=batch_size, prompt_style=prompt_style, gen=gen, progress=progress, bar=bar)
+    except UserError as e:
+        error = e
+    records = gather_shares(mine, error, rank, world)
+    if records is None:
+        return None
+    items, prompts, predictions = ([r[i] for r in records] for i in range(3))
     scored = score_task(task, items, predictions)
     for item, prompt, pred, s in zip(items, prompts, predictions, scored["scores"]):
         write({"task": task.name, "id": item.id, "prompt": prompt, "prediction": pred, "answers": item.answers,
                "score": s})
-    return _task_summary(task, len(items), scored, time.perf_counter() - start, max_new_tokens)
+    return _task_summary(task, len(items), scored, time.perf_counter() - start, gen["max_new_tokens"])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -210,17 +230,14 @@ def _run_task(model, processor, task: Task, *, dataset_path, media_root, limit, 
 def _keyed_paths(paths: dict | None, names: list[str]) -> dict[str, Path]:
     """--dataset-path / --media-root values by task name; the key "synthetic" applies to every synthetic task
     that has no path of its own."""
-    reg, out, general = registry(), {}, {}
+    out, general = {}, {}
     for key, value in (paths or {}).items():
-        key = str(key).strip().lower()
-        if key == "synthetic":
-            general.update({n: Path(value) for n in reg if reg[n].family == "synthetic"})
-        else:
-            out.update({n: Path(value) for n in resolve_tasks([key])})
-    return {n: p for n, p in {**general, **out}.items() if n in names}
+        into = general if str(key).strip().lower() == "synthetic" else out
+        into.update({n: Path(value) for n in tasks_named(str(key), names)})
+    return {**general, **out}
 
 
-def _prepare(tasks, dataset_paths, media_roots, prompt_style, limit, batch_size, max_new_tokens):
+def check_inputs(tasks, dataset_paths, media_roots, prompt_style, limit, batch_size, max_new_tokens):
     """Every check that needs no model: task names, flags, data and media folders."""
     names = resolve_tasks(tasks)
     if prompt_style not in PROMPT_STYLES:
@@ -239,57 +256,70 @@ def predictions_path(results_path: Path) -> Path:
     return results_path.with_name(results_path.stem + ".predictions.jsonl")
 
 
+@contextlib.contextmanager
+def _predictions_writer(results_path: Path | None):
+    """write(record) into the predictions JSONL beside `results_path`; the file appears only if all went well."""
+    if results_path is None:
+        yield lambda record: None
+        return
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    final = predictions_path(results_path)
+    tmp = final.with_suffix(".jsonl.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        try:
+            yield lambda record: f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, final)
+
+
+def _write_results(results: dict, results_path: Path) -> None:
+    results["files"] = {"results": str(results_path), "predictions": str(predictions_path(results_path))}
+    tmp = results_path.with_name(results_path.name + ".tmp")
+    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+    os.replace(tmp, results_path)
+
+
 def evaluate(model, processor, tasks: str | Sequence[str], *, limit: int | None = None, batch_size: int = 8,
              out: str | os.PathLike | None = None, dataset_paths: dict | None = None, media_roots: dict | None = None,
              prompt_style: str = "lmms", progress: bool = True, max_new_tokens: int | None = None,
-             model_name: str = "", generate_kwargs: dict | None = None, console=None) -> dict:
+             model_name: str = "", generate_kwargs: dict | None = None, console=None,
+             shard: tuple[int, int] = (0, 1)) -> dict | None:
     """Evaluate an already loaded SmolVLM on `tasks`; returns the results (also written to `out` when given).
 
     max_new_tokens caps every task's own generation length (useful for quick checks); generate_kwargs go to
-    model.generate (e.g. synced_gpus=True when all ranks of a ZeRO-3 run call this together)."""
-    names, data_paths, media = _prepare(tasks, dataset_paths, media_roots, prompt_style, limit, batch_size,
+    model.generate. shard=(rank, world): every rank of a process group calls this together with its own copy of
+    the model and answers its share of the items; rank 0 scores them all and returns the results, the others None."""
+    names, data_paths, media = check_inputs(tasks, dataset_paths, media_roots, prompt_style, limit, batch_size,
                                         max_new_tokens)
     reg = registry()
     fps, max_frames = video_settings(processor)
-
-    results_path = Path(out) if out is not None else None
-    pred_file = None
-    if results_path is not None:
-        results_path.parent.mkdir(parents=True, exist_ok=True)
-        pred_tmp = predictions_path(results_path).with_suffix(".jsonl.tmp")
-        pred_file = open(pred_tmp, "w", encoding="utf-8")
-
-    def write(record: dict) -> None:
-        if pred_file is not None:
-            pred_file.write(json.dumps(record, ensure_ascii=False) + "\n")
-
+    main = shard[0] == 0
+    results_path = Path(out) if out is not None and main else None
     summaries: dict[str, dict] = {}
-    bar = _progress(console) if progress else None
+    bar = _progress(console) if progress and main else None
     was_training = getattr(model, "training", False)
     model.eval()  # the trainer hands over a model in training mode: dropout must be off for greedy answers
     try:
         if bar is not None:
             bar.start()
-        for name in names:
-            task = reg[name]
-            cap = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
-            summaries[name] = _run_task(model, processor, task, dataset_path=data_paths.get(name),
-                                        media_root=media.get(name), limit=limit, batch_size=batch_size,
-                                        prompt_style=prompt_style, max_new_tokens=cap, video_fps=fps,
-                                        video_max_frames=max_frames, generate_kwargs=generate_kwargs, write=write,
-                                        progress=bar)
-    except BaseException:
-        if pred_file is not None:
-            pred_file.close()
-            pred_tmp.unlink(missing_ok=True)
-        raise
+        with _predictions_writer(results_path) as write:
+            for name in names:
+                task = reg[name]
+                cap = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
+                gen = {"max_new_tokens": cap, "video_fps": fps, "video_max_frames": max_frames,
+                       "generate_kwargs": generate_kwargs}
+                summaries[name] = _run_task(model, processor, task, dataset_path=data_paths.get(name),
+                                            media_root=media.get(name), limit=limit, batch_size=batch_size,
+                                            prompt_style=prompt_style, gen=gen, write=write, progress=bar, shard=shard)
     finally:
         if bar is not None:
             bar.stop()
-        if pred_file is not None:
-            pred_file.close()
         model.train(was_training)
-
+    if not main:
+        return None
     scores = {n: s["score"] for n, s in summaries.items()}
     results = {
         "model": model_name, "prompt_style": prompt_style, "limit": limit, "max_new_tokens_cap": max_new_tokens,
@@ -297,12 +327,7 @@ def evaluate(model, processor, tasks: str | Sequence[str], *, limit: int | None 
         "composite": {"score": composite(scores), "weights": composite_weights(scores)},
     }
     if results_path is not None:
-        pred_path = predictions_path(results_path)
-        os.replace(pred_tmp, pred_path)
-        results["files"] = {"results": str(results_path), "predictions": str(pred_path)}
-        tmp = results_path.with_name(results_path.name + ".tmp")
-        tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-        os.replace(tmp, results_path)
+        _write_results(results, results_path)
     return results
 
 
@@ -320,7 +345,7 @@ def run_eval(model_dir: str | os.PathLike, tasks: str | Sequence[str], limit: in
     """Load the SmolVLM in `model_dir` and evaluate it (see `evaluate`). Task names, flags and data sources are
     checked before the model loads."""
     check_model_dir(model_dir)
-    names, _, _ = _prepare(tasks, dataset_paths, media_roots, prompt_style, limit, batch_size, max_new_tokens)
+    names, _, _ = check_inputs(tasks, dataset_paths, media_roots, prompt_style, limit, batch_size, max_new_tokens)
     model, processor = load_model(model_dir, device)
     return evaluate(model, processor, names, limit=limit, batch_size=batch_size, out=out, dataset_paths=dataset_paths,
                     media_roots=media_roots, prompt_style=prompt_style, progress=progress,

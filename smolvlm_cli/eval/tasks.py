@@ -169,6 +169,15 @@ def resolve_tasks(names: str | Sequence[str]) -> list[str]:
     return out
 
 
+def tasks_named(key: str, run: Sequence[str]) -> list[str]:
+    """The tasks among `run` a TASK=PATH key applies to (--dataset-path, --media-root, a recipe's eval paths): a
+    task, alias or group; "synthetic" is every synthetic task. An unknown name raises a UserError."""
+    key = key.strip().lower()
+    found = [n for n, t in registry().items() if t.family == "synthetic"] if key == "synthetic" else \
+        resolve_tasks([key])
+    return [n for n in found if n in run]
+
+
 def composite_weights(scores: dict[str, float], weights: dict[str, float] | None = None) -> dict[str, float]:
     """The weights `composite` applies: the given (or default) weights of the tasks that were run. With the
     defaults and none of their tasks run (e.g. a training run scoring the synthetic tasks only), equal weights."""

@@ -131,9 +131,10 @@ def set_rng_state(state: dict) -> None:
             torch.cuda.set_rng_state(device_state, device)
 
 
-def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, stream_state: dict,
+def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, stream_states: dict[int, dict],
          rank: int, keep_last: int) -> Path:
-    """All ranks call this. Writes into `<final>.tmp`, renames, then points `latest` at it."""
+    """All ranks call this. Writes into `<final>.tmp`, renames, then points `latest` at it. `stream_states`: the
+    data cursor of each shard this rank reads (train.shards)."""
     import torch
 
     final = step_dir(run, phase_index, step)
@@ -146,7 +147,7 @@ def save(engine, run: Path, phase_index: int, step: int, trainer_state: dict, st
     try:
         with _noting_full_disk(engine, full):
             engine.save_checkpoint(str(tmp), tag=DS_TAG, save_latest=False)
-        torch.save({"rng": rng_state(), "stream": stream_state}, tmp / f"rank{rank}.pt")
+        torch.save({"rng": rng_state(), "streams": stream_states}, tmp / f"rank{rank}.pt")
     except OSError as e:
         if e.errno != errno.ENOSPC:
             raise
@@ -224,14 +225,67 @@ def read_trainer_state(ckpt: Path) -> dict:
     return json.loads((ckpt / "trainer_state.json").read_text())
 
 
-def load(engine, ckpt: Path, rank: int) -> dict:
-    """Restore engine (weights, optimizer, scheduler) and this rank's RNG; return this rank's stream state."""
+def load(engine, ckpt: Path, rank: int, resharded: bool = False) -> dict[int, dict]:
+    """Restore engine (weights, optimizer, scheduler) and this rank's RNG (rank 0's where the writing run had no
+    such rank); return the data cursor of every shard. `resharded`: the checkpoint was written by another number of
+    processes, so DeepSpeed loads its universal form (the engine was built with `load_universal`)."""
     import torch
 
-    engine.load_checkpoint(str(ckpt), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
-    extra = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
-    set_rng_state(extra["rng"])
-    return extra["stream"]
+    folder = universal(ckpt, rank) if resharded else ckpt
+    engine.load_checkpoint(str(folder), tag=DS_TAG, load_optimizer_states=True, load_lr_scheduler_states=True)
+    if resharded:
+        _after_universal_load(engine.optimizer, folder)
+    states = {}
+    for path in sorted(ckpt.glob("rank*.pt")):
+        extra = torch.load(path, weights_only=True)
+        states.update(extra["streams"] if "streams" in extra else {int(path.stem[4:]): extra["stream"]})
+    own = ckpt / f"rank{rank}.pt"
+    set_rng_state(torch.load(own if own.is_file() else ckpt / "rank0.pt", weights_only=True)["rng"])
+    return states
+
+
+def _after_universal_load(zero_optimizer, folder: Path) -> None:
+    """Two things DeepSpeed's ZeRO-3 universal load (0.19) leaves wrong, set right: it gives every parameter group
+    the settings of the first (our per-part learning rates, weight-decay split and names come back from the
+    checkpoint), and one shared `step` tensor to every group's state, which AdamW then increments once per group
+    and step (the bias correction drifts)."""
+    import torch
+
+    saved = torch.load(folder / DS_TAG / "zero" / "optimizer_state.pt", weights_only=False)
+    groups = saved["optimizer_state_dict"]["param_groups"]
+    for group, settings in zip(zero_optimizer.optimizer.param_groups, groups, strict=True):
+        group.update({k: v for k, v in settings.items() if k != "params"})
+    for state in zero_optimizer.optimizer.state.values():
+        if torch.is_tensor(state.get("step")):
+            state["step"] = state["step"].clone()
+
+
+def universal(ckpt: Path, rank: int) -> Path:
+    """DeepSpeed's universal checkpoint of `ckpt` (every parameter's weights and optimizer moments whole, loadable
+    on any number of processes): made once, by rank 0, beside the original. All ranks call this."""
+    import argparse
+    import io
+
+    out = ckpt / "universal"
+    error = None
+    if rank == 0 and not (out / DS_TAG).is_dir():
+        from deepspeed.checkpoint.ds_to_universal import main as to_universal
+
+        tmp = ckpt / "universal.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        args = argparse.Namespace(input_folder=str(ckpt / DS_TAG), output_folder=str(tmp / DS_TAG),
+                                  num_extract_workers=1, num_merge_workers=1, keep_temp_folder=False, strict=True,
+                                  inject_missing_state=False)
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                to_universal(args)  # prints its progress
+            os.replace(tmp, out)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            error = OutputError(f"cannot convert checkpoint {ckpt.name} for another number of processes: {e}",
+                                "free space, or resume on the number of processes that wrote it")
+    agree(error, signals=False)  # also the barrier: the universal form exists for every rank
+    return out
 
 
 def gather_state_dict(engine, rank: int) -> dict | None:

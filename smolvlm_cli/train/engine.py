@@ -101,7 +101,7 @@ def make_reproducible(seed: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=True)  # set both ways: a process may train twice
 
 
-def build_engine(job: PhaseJob):
+def build_engine(job: PhaseJob, universal: bool = False):
     import deepspeed
     import torch
     from transformers import AutoModelForImageTextToText, get_scheduler
@@ -118,6 +118,8 @@ def build_engine(job: PhaseJob):
     ds = fill(raw, micro_batch=phase.micro_batch_size, grad_accum=gas, world_size=dist.world_size,
               grad_clip=phase.grad_clip, bf16=bf16, hidden_size=config["text_config"]["hidden_size"],
               persistence_threshold=job.recipe.train.zero3_persistence_threshold)
+    if universal:  # the checkpoint it resumes from was written by another number of processes
+        ds["checkpoint"] = {"load_universal": True}
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     hf_ds = HfDeepSpeedConfig(ds) if zero3 else None  # makes from_pretrained build under zero.Init
     make_reproducible(job.recipe.seed, job.recipe.train.deterministic)
@@ -178,15 +180,22 @@ def _inner(module):
     raise RuntimeError("no SmolVLMModel inside the engine")
 
 
-def run_phase(job: PhaseJob, stream_factory) -> Path:
+def run_phase(job: PhaseJob, shard_stream) -> Path:
     """Train one phase to its last step and return the folder of its merged model. Every stop inside the loop (data
     out or unusable, non-finite losses, a full disk, a scheduler's signal) is agreed by all ranks at a step
-    boundary, so that they stop together with one message."""
+    boundary, so that they stop together with one message. `shard_stream(shard, shards, state)` opens one shard of
+    the phase's data (train.shards)."""
+    from .shards import RankStream
 
-    engine, gas, group_names = build_engine(job)
-    start_step, stream_state, bad_total = _resume(engine, job)
+    resume = _resume_point(job)
+    engine, gas, group_names = build_engine(job, universal=resume is not None and resume.resharded)
+    start_step, states, bad_total, shards = _resume(engine, job, resume)
+    phase, dist = job.phase, job.dist
+    stream = RankStream(shard_stream, shards, dist.rank, dist.world_size,
+                        phase.global_batch_size // phase.micro_batch_size, states)
+    assert stream.micro_batches == gas
     engine.train()  # from_pretrained leaves the model in eval mode: no dropout, no NEFTune
-    loop = _PhaseLoop(job, engine, gas, group_names, stream_factory(engine, stream_state), bad_total, start_step)
+    loop = _PhaseLoop(job, engine, gas, group_names, stream, bad_total, start_step)
     if job.log:
         job.log.phase_table(job, engine, group_names, gas)
     progress = job.log.progress(job, start_step) if job.log else None
@@ -202,16 +211,36 @@ def run_phase(job: PhaseJob, stream_factory) -> Path:
     return job.out_dir
 
 
-def _resume(engine, job: PhaseJob) -> tuple[int, dict | None, int]:
-    """(step, this rank's stream state, non-finite steps so far) from the run's latest checkpoint of this phase."""
-    resume = ckpt.latest(job.run)
-    if resume is not None:
-        state = ckpt.read_trainer_state(resume)
-        if state["stage"] == job.stage and state["phase_index"] == job.index:
-            stream_state = ckpt.load(engine, resume, job.dist.rank)
-            job.log.info(f"resumed from {resume.name} at step {state['step']}")
-            return state["step"], stream_state, state["bad_steps"]
-    return 0, None, 0
+@dataclass
+class _ResumePoint:
+    path: Path
+    state: dict  # trainer_state.json
+    resharded: bool  # written by another number of processes: DeepSpeed loads its universal form
+
+
+def _resume_point(job: PhaseJob) -> _ResumePoint | None:
+    """The run's latest checkpoint if it belongs to this phase."""
+    path = ckpt.latest(job.run)
+    if path is None:
+        return None
+    state = ckpt.read_trainer_state(path)
+    if state["stage"] != job.stage or state["phase_index"] != job.index:
+        return None
+    return _ResumePoint(path, state, state.get("world_size", 1) != job.dist.world_size)
+
+
+def _resume(engine, job: PhaseJob, resume: _ResumePoint | None) -> tuple[int, dict | None, int, int]:
+    """(step, every shard's data cursor, non-finite steps so far, data shards) at the resume point; a phase's
+    start: (0, None, 0, this run's number of processes)."""
+    if resume is None:
+        return 0, None, 0, job.dist.world_size
+    state = resume.state
+    states = ckpt.load(engine, resume.path, job.dist.rank, resharded=resume.resharded)
+    shards = state.get("data_shards", state.get("world_size", 1))
+    was = f" (written by {state['world_size']} process(es), resumed on {job.dist.world_size})" \
+        if resume.resharded else ""
+    job.log.info(f"resumed from {resume.path.name} at step {state['step']}{was}")
+    return state["step"], states, state["bad_steps"], shards
 
 
 def _agreed(error: UserError) -> UserError:
@@ -225,7 +254,7 @@ class _PhaseLoop:
 
     def __init__(self, job: PhaseJob, engine, gas: int, group_names: list, stream, bad_total: int, start_step: int):
         self.job, self.engine, self.gas, self.group_names = job, engine, gas, group_names
-        self.stream, self.batches = stream, iter(stream)
+        self.stream = stream  # train.shards.RankStream
         self.bad_total, self.consecutive_bad, self.saved_step = bad_total, 0, start_step
         vc = _inner(engine.module).config
         self.attn, self.dtype = vc._attn_implementation, next(engine.module.parameters()).dtype
@@ -270,18 +299,13 @@ class _PhaseLoop:
 
     def fetch(self, step: int) -> tuple[list, UserError | None]:
         """This rank's micro-batches for `step`, or the error that ends its data (for the ranks to agree on)."""
-        micro = []
         try:
-            for _ in range(self.gas):
-                try:
-                    micro.append(next(self.batches))
-                except StopIteration:
-                    raise TrainingStopped(f"phase '{self.job.phase.name}' ran out of data at step {step} of "
-                                          f"{self.job.phase.steps}", "raise the sources' caps or lower the phase's "
-                                          "steps") from None
+            return self.stream.step(), None
+        except StopIteration:
+            return [], TrainingStopped(f"phase '{self.job.phase.name}' ran out of data at step {step} of "
+                                       f"{self.job.phase.steps}", "raise the sources' caps or lower the phase's steps")
         except UserError as e:  # also too many unusable samples, a changed mixture on resume
-            return micro, e
-        return micro, None
+            return [], e
 
     def forward_backward(self, micro: list) -> tuple[float, float]:
         """One optimizer step over the micro-batches: (loss per supervised token of the global batch, its tokens)."""
@@ -304,8 +328,8 @@ class _PhaseLoop:
         job, world = self.job, self.job.dist.world_size
         ckpt.save(self.engine, job.run, job.index, step,
                   {"stage": job.stage, "phase_index": job.index, "phase": job.phase.name, "step": step,
-                   "bad_steps": self.bad_total, "world_size": world},
-                  self.stream.state.to_json(), job.dist.rank, job.recipe.train.keep_last)
+                   "bad_steps": self.bad_total, "world_size": world, "data_shards": self.stream.n_shards},
+                  self.stream.states(), job.dist.rank, job.recipe.train.keep_last)
         self.saved_step = step
 
     def log_summary(self) -> None:

@@ -1,46 +1,84 @@
-# Periodic eval during training with the eval package (no second implementation): the merged model of the step
-# is written to a folder, scored on rank 0, and kept in RUN/best/ if it is among the best K by the composite.
+# Periodic eval with the eval package: rank 0 writes the step's merged model, every rank loads it and answers its
+# share of the items, rank 0 scores them all and keeps the model in RUN/best/ if it is among the best K.
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
 
+from ..errors import UserError
+
+
+def eval_inputs(recipe) -> tuple[dict, dict]:
+    """(dataset_paths, media_roots) of the recipe's eval section, keyed as `smolvlm eval`'s flags: the synthetic
+    tasks read the recipe's synthetic set unless the section names a folder of its own."""
+    from ..data.resolve import synthetic_root
+    from ..eval.tasks import registry, resolve_tasks
+
+    s = recipe.eval
+    paths = {k: Path(v) for k, v in s.dataset_paths.items()}
+    if any(registry()[n].family == "synthetic" for n in resolve_tasks(s.tasks)):
+        paths = {"synthetic": synthetic_root(recipe.synthetic), **paths}
+    return paths, {k: Path(v) for k, v in s.media_roots.items()}
+
 
 class Evaluator:
-    def __init__(self, settings, run: Path):
-        self.settings = settings
-        self.every = settings.every_steps
+    def __init__(self, recipe, run: Path):
+        from ..eval.runner import check_inputs
+        from . import checkpoint as ckpt
+
+        self.settings = s = recipe.eval
+        self.every = s.every_steps
         self.run = Path(run)
+        error = None
+        try:  # the data and media folders, checked when the phase starts rather than at its first eval
+            self.dataset_paths, self.media_roots = eval_inputs(recipe)
+            check_inputs(s.tasks, self.dataset_paths, self.media_roots, s.prompt_style, s.limit, s.batch_size, None)
+        except UserError as e:
+            error = e
+        ckpt.agree(error, signals=False)  # every rank builds its Evaluator at the same point
 
     def __call__(self, engine, job, step: int) -> float | None:
-        from ..data.resolve import synthetic_root
-        from ..eval.runner import run_eval
-        from .checkpoint import gather_state_dict
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        from ..eval.runner import evaluate, load_model
+        from . import checkpoint as ckpt
         from .consolidate import merged_model, write_model_folder
         from .launch import barrier
 
-        state = gather_state_dict(engine, job.dist.rank)
-        score = None
+        name = f"{job.stage}-phase{job.index}-step{step:08d}"
+        model_dir = self.run / "evals" / name
+        state = ckpt.gather_state_dict(engine, job.dist.rank)
+        error = None
         if job.dist.main:
-            name = f"{job.stage}-phase{job.index}-step{step:08d}"
-            model_dir = self.run / "evals" / name
-            write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, model_dir)
-            s = self.settings
-            synthetic = {"synthetic": synthetic_root(job.recipe.synthetic)}
-            results = run_eval(model_dir, s.tasks, limit=s.limit, batch_size=s.batch_size,
-                               out=model_dir / "eval_results.json", dataset_paths=synthetic,
-                               progress=False, device=str(engine.device))
-            scores = {t: r["score"] for t, r in results["tasks"].items()}
-            from ..eval.tasks import composite
-
-            score = composite(scores, s.weights)
-            job.log.eval({"stage": job.stage, "phase": job.phase.name, "step": step, "eval": scores,
-                          "composite": score})
-            job.log.info(f"eval at step {step}: " + ", ".join(f"{t} {v:.3f}" for t, v in scores.items())
-                         + f" | composite {score:.3f}")
-            self._keep_best(model_dir, name, score, scores)
+            try:
+                write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, model_dir)
+            except UserError as e:
+                error = e
+        del state
+        ckpt.agree(error, signals=False)  # also the barrier: the folder is complete (a shared filesystem)
+        unset_hf_deepspeed_config()  # a plain model on every rank, never a zero.Init-partitioned one
+        model, processor = load_model(model_dir, str(engine.device))
+        s = self.settings
+        results = evaluate(model, processor, s.tasks, limit=s.limit, batch_size=s.batch_size,
+                           out=model_dir / "eval_results.json", dataset_paths=self.dataset_paths,
+                           media_roots=self.media_roots, prompt_style=s.prompt_style, progress=False,
+                           model_name=str(model_dir), shard=(job.dist.rank, job.dist.world_size))
+        del model
+        score = self._record(job, step, name, model_dir, results) if job.dist.main else None
         barrier()
+        return score
+
+    def _record(self, job, step: int, name: str, model_dir: Path, results: dict) -> float:
+        from ..eval.tasks import composite
+
+        scores = {t: r["score"] for t, r in results["tasks"].items()}
+        score = composite(scores, self.settings.weights)
+        job.log.eval({"stage": job.stage, "phase": job.phase.name, "step": step, "eval": scores, "composite": score})
+        ranks = f" on {job.dist.world_size} ranks" if job.dist.world_size > 1 else ""
+        job.log.info(f"eval at step {step}{ranks}: " + ", ".join(f"{t} {v:.3f}" for t, v in scores.items())
+                     + f" | composite {score:.3f}")
+        self._keep_best(model_dir, name, score, scores)
         return score
 
     def _keep_best(self, model_dir: Path, name: str, score: float, scores: dict) -> None:
@@ -64,4 +102,4 @@ class Evaluator:
 
 
 def make_evaluator(recipe, job):
-    return Evaluator(recipe.eval, job.run) if recipe.eval is not None else None
+    return Evaluator(recipe, job.run) if recipe.eval is not None else None

@@ -82,11 +82,12 @@ def stack_activation_bytes(layers: int, seq: int, batch: int, hidden: int, heads
     return layers * seq * batch * hidden * act_bytes + full
 
 
-def logits_bytes(batch: int, seq: int, vocab: int, act_bytes: int = 2) -> int:
-    """The LM head's output and the loss on it: logits in the activation dtype, the fp32 copy the loss takes
-    (`.float()`, none when already fp32) and the fp32 log-softmax cross-entropy keeps for its backward."""
+def logits_bytes(batch: int, seq: int, vocab: int, act_bytes: int = 2, supervised: float = 1.0) -> int:
+    """The LM head's output and the loss on it, at the `supervised` share of the positions (the only ones the
+    trainer projects to the vocabulary): logits in the activation dtype, the fp32 copy the loss takes (`.float()`,
+    none when already fp32) and the fp32 log-softmax cross-entropy keeps for its backward."""
     upcast = 4 if act_bytes < 4 else 0
-    return batch * seq * vocab * (act_bytes + upcast + 4)
+    return math.ceil(batch * seq * supervised) * vocab * (act_bytes + upcast + 4)
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,7 @@ class Activations:
 
 
 def activations(s: VLMShapes, micro_batch: int, seq: int, act_bytes: int = 2, checkpointing: bool = False,
-                vision_trains: bool = True) -> Activations:
+                vision_trains: bool = True, supervised: float = 1.0) -> Activations:
     """Per-GPU activations of one micro-batch of `micro_batch` sequences of `seq` tokens (packed or padded to it).
 
     Upper bound for the vision encoder: every token an image token, i.e. micro_batch * (seq // tokens_per_tile)
@@ -128,7 +129,7 @@ def activations(s: VLMShapes, micro_batch: int, seq: int, act_bytes: int = 2, ch
     tiles = micro_batch * (seq // s.tokens_per_tile) if vision_trains else 0
     vision = stack_activation_bytes(s.vision_layers, s.patches_per_tile, tiles, s.vision_hidden, s.vision_heads,
                                      act_bytes, checkpointing) if tiles else 0
-    return Activations(text, vision, logits_bytes(micro_batch, seq, s.vocab, act_bytes), tiles)
+    return Activations(text, vision, logits_bytes(micro_batch, seq, s.vocab, act_bytes, supervised), tiles)
 
 
 def tokens_per_step(global_batch: int, seq: int) -> int:

@@ -141,10 +141,10 @@ def run_one_phase(recipe, stage, index, phase, start, run, dist, out_dir, ds_con
 
     processor = AutoProcessor.from_pretrained(start)
 
-    def stream_factory(engine, state):
-        return phase_stream(recipe, phase, index, processor, dist.rank, dist.world_size, state)
+    def shard_stream(shard, shards, state):
+        return phase_stream(recipe, phase, index, processor, shard, shards, state)
 
     job = PhaseJob(recipe=recipe, stage=stage, index=index, phase=phase, start_dir=Path(start), run=run, dist=dist,
                    out_dir=out_dir, ds_config=ds_config, log=log, pad_id=processor.tokenizer.pad_token_id)
     job.evaluator = make_evaluator(recipe, job)
-    return run_phase(job, stream_factory)
+    return run_phase(job, shard_stream)

@@ -100,7 +100,7 @@ def assert_loadable(ckpt: Path) -> None:
     assert state and all(torch.isfinite(t).all() for t in state.values())
     for rank in (0, 1):
         extra = torch.load(ckpt / f"rank{rank}.pt", weights_only=True)
-        assert set(extra) == {"rng", "stream"}
+        assert set(extra) == {"rng", "streams"} and set(extra["streams"]) == {rank}  # the cursor of its data shard
 
 
 @pytest.mark.slow

@@ -54,8 +54,8 @@ def config_runs(tmp_path_factory, tiny_model_dir):
 
     real_build, seen = engine.build_engine, {}
 
-    def build(job):
-        eng, gas, names = real_build(job)
+    def build(job, **kwargs):
+        eng, gas, names = real_build(job, **kwargs)
         opt = eng.basic_optimizer
         seen[job.ds_config] = {
             "optimizer": type(opt).__name__, "offload": (eng.zero_use_cpu_optimizer(), eng.zero_offload_param()),

@@ -59,6 +59,9 @@ def test_layer_activations_follow_korthikanti():
 def test_logits_and_tokens():
     assert mem.logits_bytes(8, 7000, 49280) == 8 * 7000 * 49280 * (2 + 4 + 4) == 27_596_800_000
     assert mem.logits_bytes(8, 7000, 49280, act_bytes=4) == 8 * 7000 * 49280 * (4 + 4)
+    # the lean loss: only the supervised positions reach the vocabulary
+    assert mem.logits_bytes(8, 7000, 49280, supervised=0.1) == 5600 * 49280 * 10
+    assert mem.logits_bytes(3, 7, 10, supervised=0.5) == 11 * 10 * 10  # 10.5 positions round up
     assert mem.tokens_per_step(1024, 7000) == 7_168_000
 
 

@@ -125,3 +125,57 @@ def test_bad_eval_weights_are_recipe_errors(weights, message):
 def test_unknown_eval_task_is_a_recipe_error():
     with pytest.raises(RecipeError, match=r"eval\.tasks: unknown eval task 'docvqa_tset' \(choose from: docvqa, "):
         load_recipe(TINY_RECIPE, ["eval.every_steps=5", "eval.tasks=[docvqa_tset]"])
+
+
+@pytest.mark.parametrize("override,message", [
+    ("eval.dataset_paths={synthetic_colour: /d, mmmu: /data/mmmu}",
+     r"eval\.dataset_paths names 'mmmu', not among the tasks eval\.tasks runs \(synthetic_colour, .*, docvqa\)"),
+    ("eval.dataset_paths={docvqa_tset: /data/docvqa}", r"eval\.dataset_paths names 'docvqa_tset', not among"),
+    ("eval.media_roots={mvbench: /videos, videomme: /videos}",
+     r"eval\.media_roots names 'mvbench', 'videomme', not among the tasks eval\.tasks runs"),
+    ("eval.prompt_style=llava", r"eval\.prompt_style 'llava' is not one of lmms, vlmevalkit"),
+    ("eval.tasks=[synthetic_colour, mvbench, docvqa, videomme]",
+     r"eval\.tasks runs the video task\(s\) 'mvbench', 'videomme' but eval\.media_roots gives no folder of their "
+     r"videos"),
+])
+def test_bad_eval_data_settings_are_recipe_errors(override, message):
+    """Where periodic eval reads its data is checked when the recipe loads, like the weights."""
+    with pytest.raises(RecipeError, match=r"^'eval' in recipe '.*tiny\.yaml': Value error, " + message) as err:
+        load_recipe(TINY_RECIPE, [*EVAL, override])
+    assert "\n" not in err.value.one_line()
+
+
+def test_eval_dataset_paths_reach_the_eval_loader(tmp_path, monkeypatch):
+    """A recipe's eval paths resolve against the recipe's folder and are what the eval runner reads a benchmark
+    from; the synthetic tasks keep reading the recipe's synthetic set."""
+    import yaml
+
+    from smolvlm_cli.data.resolve import synthetic_root
+    from smolvlm_cli.eval.data import iter_items, row_sources
+    from smolvlm_cli.eval.runner import check_inputs
+    from smolvlm_cli.eval.tasks import registry
+    from smolvlm_cli.train.evaluate import eval_inputs
+    from tests.eval_fixtures import write_benchmarks
+
+    folder = tmp_path / "recipes"
+    paths, media = write_benchmarks(folder / "bench")
+    data = yaml.safe_load(TINY_RECIPE.read_text())
+    data["synthetic"] = {"n_train": 1, "n_test": 3, "image_size": 32}
+    data["eval"] = {"every_steps": 2, "tasks": ["synthetic_colour", "docvqa", "mvbench"], "prompt_style": "vlmevalkit",
+                    "dataset_paths": {"DocVQA": "./bench/docvqa", "mvbench": str(paths["mvbench"])},
+                    "media_roots": {"mvbench": "./bench/media/mvbench"}}
+    (folder / "r.yaml").write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)  # not the recipe's folder
+    r = load_recipe(folder / "r.yaml")
+    assert r.eval.dataset_paths == {"DocVQA": str(paths["docvqa"].resolve()), "mvbench": str(paths["mvbench"])}
+    assert r.eval.media_roots == {"mvbench": str(media["mvbench"].resolve())}
+    dataset_paths, media_roots = eval_inputs(r)
+    names, data_paths, media_paths = check_inputs(r.eval.tasks, dataset_paths, media_roots, r.eval.prompt_style,
+                                                  None, 8, None)
+    assert names == ["synthetic_colour", "docvqa", "mvbench"]
+    assert data_paths == {"synthetic_colour": synthetic_root(r.synthetic), "docvqa": paths["docvqa"].resolve(),
+                          "mvbench": paths["mvbench"]}
+    assert media_paths == {"mvbench": media["mvbench"].resolve()}
+    docvqa = registry()["docvqa"]
+    items = list(iter_items(docvqa, row_sources(docvqa, data_paths["docvqa"]), r.eval.prompt_style, None))
+    assert [(it.id, it.answers) for it in items] == [("q1", ["June 1", "1 June"]), ("q2", ["J. Smith"])]
