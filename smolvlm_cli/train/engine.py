@@ -17,6 +17,9 @@ from .launch import Dist, barrier
 from .loss import supervised_loss_sum
 
 
+DATA_WAIT_WARN = 0.05  # share of step time spent waiting for data above which the trainer warns
+
+
 class TrainingStopped(UserError):
     """Training cannot go on (non-finite losses, data exhausted)."""
 
@@ -256,6 +259,9 @@ class _PhaseLoop:
         self.job, self.engine, self.gas, self.group_names = job, engine, gas, group_names
         self.stream = stream  # train.shards.RankStream
         self.bad_total, self.consecutive_bad, self.saved_step = bad_total, 0, start_step
+        # time spent waiting for data and in steps since the last log line (the first step, which starts the
+        # loader's workers, is left out), and whether the phase has warned about it
+        self.waited, self.elapsed, self.first, self.warned = 0.0, 0.0, start_step + 1, False
         vc = _inner(engine.module).config
         self.attn, self.dtype = vc._attn_implementation, next(engine.module.parameters()).dtype
         self.blank = {"image_token_id": vc.image_token_id, "tile": vc.vision_config.image_size, "pad_id": job.pad_id,
@@ -266,6 +272,7 @@ class _PhaseLoop:
         job, phase, engine, train = self.job, self.job.phase, self.engine, self.job.recipe.train
         t0 = time.perf_counter()
         micro, error = self.fetch(step)
+        waited = time.perf_counter() - t0
         # before the step's first collective: a rank without data must not leave the others waiting inside one
         ckpt.agree(error, signals=False)
         loss, tokens = self.forward_backward(micro)
@@ -276,11 +283,14 @@ class _PhaseLoop:
         self.bad_total += not finite
         self.consecutive_bad = 0 if finite else self.consecutive_bad + 1
         dt = time.perf_counter() - t0
+        if step > self.first:
+            self.waited, self.elapsed = self.waited + waited, self.elapsed + dt
         lrs = {n: g["lr"] for n, g in zip(self.group_names, engine.optimizer.param_groups)}
-        memory = _peak_rss_mb() if step % train.log_every == 0 or step == phase.steps else None
+        at_log = step % train.log_every == 0 or step == phase.steps
+        memory, data_wait = (_peak_rss_mb(), self.data_wait(step)) if at_log else (None, None)
         if job.log:
             job.log.step(job, step, loss if finite else None, lrs, tokens / dt, self.stream, self.bad_total, progress,
-                         memory)
+                         memory, data_wait)
         if self.consecutive_bad >= train.max_bad_steps:
             raise _agreed(TrainingStopped(
                 f"{self.consecutive_bad} steps in a row had a non-finite loss (last at step {step}); the last good "
@@ -296,6 +306,23 @@ class _PhaseLoop:
                                f"checkpoint {ckpt.step_dir(job.run, job.index, step).name} written")
         if job.evaluator and (step % job.evaluator.every == 0 or last):
             job.evaluator(engine, job, step)
+
+    def data_wait(self, step: int) -> float | None:
+        """The share of step time the slowest rank waited for its data since the last log line (None before any
+        step was measured); warns once a phase when it passes DATA_WAIT_WARN."""
+        import torch
+
+        if self.elapsed == 0.0:
+            return None
+        share = torch.tensor([self.waited / self.elapsed], dtype=torch.float64, device=ckpt.comm_device())
+        if torch.distributed.is_initialized():
+            torch.distributed.all_reduce(share, op=torch.distributed.ReduceOp.MAX)
+        self.waited, self.elapsed, share = 0.0, 0.0, float(share)
+        if share > DATA_WAIT_WARN and not self.warned and self.job.log:
+            self.warned = True
+            self.job.log.info(f"[yellow]warning[/]: training waited for data {share:.0%} of the time up to step "
+                              f"{step}; raise train.num_workers (now {self.job.recipe.train.num_workers})")
+        return round(share, 4)
 
     def fetch(self, step: int) -> tuple[list, UserError | None]:
         """This rank's micro-batches for `step`, or the error that ends its data (for the ranks to agree on)."""

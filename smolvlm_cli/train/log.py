@@ -60,13 +60,14 @@ class RunLog:
                                        loss="-", lr="-", tps="-")
         return progress
 
-    def step(self, job, step, loss, lrs, tokens_per_s, stream, bad_steps, progress, memory=None) -> None:
+    def step(self, job, step, loss, lrs, tokens_per_s, stream, bad_steps, progress, memory=None,
+             data_wait=None) -> None:
         if not self.main:
             return
         record = {"time": round(time.time(), 3), "stage": job.stage, "phase": job.phase.name, "step": step,
                   "loss": loss, "lr": lrs, "tokens_per_s": round(tokens_per_s, 1), "samples_seen": stream.seen,
                   "skipped": dict(stream.skipped), "fitted": dict(stream.fitted), "bad_steps": bad_steps,
-                  "peak_rss_mb": memory}
+                  "peak_rss_mb": memory, "data_wait": data_wait}
         if step % job.recipe.train.log_every == 0 or step == job.phase.steps:
             with self.metrics.open("a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -77,6 +78,8 @@ class RunLog:
                 for name, lr in lrs.items():
                     self.writer.add_scalar(f"{tag}/lr/{name}", lr, step)
                 self.writer.add_scalar(f"{tag}/tokens_per_s", tokens_per_s, step)
+                if data_wait is not None:
+                    self.writer.add_scalar(f"{tag}/data_wait", data_wait, step)
         if progress is not None:
             lr = next(iter(lrs.values())) if lrs else 0.0
             progress.update(self._task, completed=step, loss="nan" if loss is None else f"{loss:.4f}",

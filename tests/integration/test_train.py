@@ -279,3 +279,28 @@ def test_disk_full_while_checkpointing_is_one_clear_error(tmp_path, tiny_model_d
                                           r"complete one \(phase0-step00000002\) is intact"):
         _train(recipe, tiny_model_dir, run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["latest", "phase0-step00000002"]
+
+
+def test_the_share_of_step_time_spent_waiting_for_data_is_logged_and_warned_once(tmp_path, tiny_model_dir,
+                                                                                  monkeypatch, capsys):
+    import time
+
+    from smolvlm_cli.train.shards import RankStream
+
+    real = RankStream.step
+
+    def slow(self):  # a loader that cannot keep up: every step's batches take a second to arrive
+        time.sleep(1.0)
+        return real(self)
+
+    monkeypatch.setattr(RankStream, "step", slow)
+    recipe = write_recipe(tmp_path, {"steps": 4, "parts": DORA, "adapter": {"r": 4, "alpha": 8, "dropout": 0.0}},
+                          log_every=1)
+    run = tmp_path / "run"
+    _train(recipe, tiny_model_dir, run)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    waits = [r["data_wait"] for r in records]
+    assert waits[0] is None  # the first step starts the loader and is not measured
+    assert all(0.05 < w < 1 for w in waits[1:]), waits
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("training waited for data") == 1 and "raise train.num_workers (now 0)" in err
