@@ -17,7 +17,7 @@ from pydantic.dataclasses import dataclass as strict_dataclass
 
 from ..errors import UserError
 from ..parts import HUB_ID
-from .adapters import SCHEMAS, detect_schema, to_sample
+from .adapters import SCHEMAS, detect_schema, schema_problems, to_sample
 from .sample import Sample, SampleError
 
 FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
@@ -35,7 +35,10 @@ class SourceSpec:
     path: str  # hub id or local path
     config: str | None = None  # hub subset, e.g. "ai2d" for HuggingFaceM4/the_cauldron
     split: str = "train"  # ignored for a single local file (its one split)
-    schema: Literal["auto", "cauldron", "llava", "chat", "jsonl"] = "auto"
+    schema: Literal[
+        "auto", "cauldron", "llava", "chat", "jsonl",
+        "m4instruct", "videostar", "finevideo", "vript", "moviechat", "sharegpt4video",
+    ] = "auto"
     media_root: str | None = None  # relative media paths resolve here; default: the local file's folder
     streaming: bool = False
     revision: str | None = None
@@ -243,16 +246,43 @@ def _offline_env_honoured():
 
 
 def _check_schema(source: Source) -> None:
-    """A source whose rows no adapter knows is a setup error, not a million skipped rows."""
-    if source.spec.schema != "auto" or source.streaming or len(source.data) == 0:
+    """A source whose rows its adapter cannot read is a setup error, not a million skipped rows: the first row
+    must have a known schema and the keys that schema's adapter reads (streaming sources: the first streamed row).
+    An explicit cauldron / llava / chat / jsonl is taken as given: its rows fail one by one, with their reasons."""
+    schema = source.spec.schema
+    if schema in ("cauldron", "llava", "chat", "jsonl"):
         return
-    try:
-        detect_schema(source.data[0])
-    except SampleError:
-        keys = ", ".join(sorted(source.data.column_names))
+    row = _first_row(source)
+    if row is None:
+        return
+    keys = ", ".join(sorted(row)) if isinstance(row, dict) else type(row).__name__
+    if schema == "auto":
+        try:
+            schema = detect_schema(row)
+        except SampleError:
+            raise SourceError(
+                f"data source '{source.name}' has rows of an unknown schema (columns: {keys})",
+                f"set schema to one of {', '.join(SCHEMAS)}, or convert the rows to the JSONL format",
+            ) from None
+    missing = schema_problems(row, schema)
+    if missing:
         raise SourceError(
-            f"data source '{source.name}' has rows of an unknown schema (columns: {keys})",
-            f"set schema to one of {', '.join(SCHEMAS)}, or convert the rows to the JSONL format",
+            f"data source '{source.name}' is not in the {schema} schema: its first row lacks {', '.join(missing)} "
+            f"(columns: {keys})",
+            "check path / config / split (a hub repo may serve media archives, not annotations), or set schema",
+        )
+
+
+def _first_row(source: Source) -> Any:
+    from datasets.exceptions import DatasetsError
+
+    if not source.streaming:
+        return source.data[0] if len(source.data) else None
+    try:
+        return next(iter(source.data), None)
+    except (DatasetsError, OSError, ValueError) as e:  # the stream's first read (network, files, parsing)
+        raise SourceError(
+            f"cannot read the first row of data source '{source.name}': {_first_line(e)}", LOCAL_COPY_HINT
         ) from None
 
 
