@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from smolvlm_cli.download import (MODEL_FILE_PATTERNS, TOKENIZER_FILE_PATTERNS, _rich_tqdm, card_split_info,
-                                  plan_downloads, read_manifest, select_files)
+from smolvlm_cli.download import (MODEL_FILE_PATTERNS, TOKENIZER_FILE_PATTERNS, card_split_info, plan_downloads,
+                                  read_manifest, select_files)
+from smolvlm_cli.download_report import rich_tqdm
 from smolvlm_cli.errors import RecipeError, UserError
 from smolvlm_cli.recipe import load_recipe
 from tests.hub_server import FakeHub, git_blob_id
@@ -424,7 +425,7 @@ def test_rich_tqdm_forwards_hub_progress_to_rich():
     from rich.progress import Progress
 
     progress = Progress(console=Console(file=io.StringIO()))
-    bar_class = _rich_tqdm(progress, "org/x: ")
+    bar_class = rich_tqdm(progress, "org/x: ")
     bytes_bar = bar_class(total=100, initial=10, desc="Downloading", unit="B", name="huggingface_hub.x")
     files_bar = bar_class(total=3, desc="Fetching 3 files")
     bytes_bar.update(40)
