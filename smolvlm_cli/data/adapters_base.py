@@ -76,9 +76,25 @@ def role(name: Any) -> str:
 
 
 def as_list(value: Any) -> list:
+    value = json_media(value)
     if value is None or (isinstance(value, str) and not value):
         return []
     return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def json_media(value: Any) -> Any:
+    """A media column that holds a path in some rows and a list of paths in others (MAmmoTH-VL's `image`) is typed
+    Json by `datasets`; streamed, its values can arrive still JSON-encoded ('"a.jpg"', '["a.jpg", "b.jpg"]').
+    Such a string is decoded; any other value (a plain path, a list, an image) is returned as it is."""
+    if not is_str(value) or value[:1] not in ('"', "["):
+        return value
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    if is_str(decoded) or (isinstance(decoded, list) and all(is_str(v) for v in decoded)):
+        return decoded
+    return value
 
 
 def text_parts(text: str) -> list[Part]:

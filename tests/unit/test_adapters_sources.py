@@ -1,5 +1,6 @@
-# One fixture row per source the release recipes name, in that source's published schema (DATASETS.md), through
-# its adapter into the exact Sample; missing media skipped with a reason; a first row lacking keys stops the load.
+# One fixture row per source the release recipes name, in that source's published schema (DATASETS.md, built by
+# tests/source_fixtures.py), through its adapter into the exact Sample; missing media skipped with a reason; a first
+# row lacking keys stops the load.
 from __future__ import annotations
 
 import hashlib
@@ -10,7 +11,6 @@ from collections import Counter
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pytest
 from PIL import Image as PILImage
 
@@ -18,7 +18,25 @@ from smolvlm_cli.data.adapters import detect_schema, schema_problems, to_sample
 from smolvlm_cli.data.adapters_video import INLINE_DIR
 from smolvlm_cli.data.sample import Image, Sample, SampleError, Text, Turn, Video
 from smolvlm_cli.data.sources import SourceError, SourceSpec, load_source
-from smolvlm_cli.data.synthetic import write_mp4
+from tests.source_fixtures import (
+    convo,
+    finevideo_row,
+    llava_onevision_features,
+    llava_onevision_row,
+    llava_video_row,
+    m4_instruct_row,
+    mammoth_vl_row,
+    moviechat_row,
+    mp4_bytes as tiny_mp4,
+    sharegpt4video_row,
+    smoltalk_row,
+    tulu_row,
+    video_star_row,
+    vista_row,
+    vript_clip_row,
+    vript_video_row,
+    write_media,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -31,17 +49,12 @@ def _no_network_no_home_cache(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def mp4_bytes(tmp_path_factory) -> bytes:
     """A real 2-frame 16x16 H.264 mp4, written by the project's own synthetic-video writer."""
-    path = tmp_path_factory.mktemp("mp4") / "tiny.mp4"
-    frames = np.zeros((2, 16, 16, 3), dtype=np.uint8)
-    frames[1, :, :, 0] = 255
-    write_mp4(path, frames, fps=2)
-    return path.read_bytes()
+    return tiny_mp4((255, 0, 0), frames=2, size=16, fps=2)
 
 
 @pytest.fixture
 def root(tmp_path, mp4_bytes):
     """A media root laid out as each source's extracted archives are."""
-    media = tmp_path / "media"
     videos = [
         "academic_source/Charades/Q04US.mp4",  # LLaVA-Video-178K
         "video_data/clip.mp4",  # MAmmoTH-VL
@@ -52,22 +65,13 @@ def root(tmp_path, mp4_bytes):
         "raw_videos/1.mp4",  # MovieChat-1K
         "pexels/12345.mp4",  # ShareGPT4Video
     ]
-    for rel in videos:
-        (media / rel).parent.mkdir(parents=True, exist_ok=True)
-        (media / rel).write_bytes(mp4_bytes)
-    for rel, colour in (("single_image_data/a.jpg", (255, 0, 0)), ("spot-the-diff/1_1.jpg", (0, 255, 0)),
-                        ("spot-the-diff/1_2.jpg", (0, 0, 255))):
-        (media / rel).parent.mkdir(parents=True, exist_ok=True)
-        PILImage.new("RGB", (8, 6), colour).save(media / rel)
-    return media
+    images = {"single_image_data/a.jpg": (255, 0, 0), "spot-the-diff/1_1.jpg": (0, 255, 0),
+              "spot-the-diff/1_2.jpg": (0, 0, 255)}
+    return write_media(tmp_path / "media", videos, images, mp4=mp4_bytes, image_size=(8, 6))
 
 
 def at(root: Path, rel: str) -> str:
     return str(root / rel)
-
-
-def convo(*turns: tuple[str, str]) -> list[dict]:
-    return [{"from": who, "value": value} for who, value in turns]
 
 
 def sample_of(row, root, schema="auto", index=0, source="s") -> Sample:
@@ -79,29 +83,22 @@ def sample_of(row, root, schema="auto", index=0, source="s") -> Sample:
 
 def test_llava_onevision_embedded_image_and_text_only_rows():
     red = PILImage.new("RGB", (4, 4), (255, 0, 0))
-    row = {"id": "ov-1", "image": red, "data_source": "CLEVR-Math(MathV360K)",
-           "conversations": convo(("human", "<image>\nHow many cubes?"), ("gpt", "3"))}
+    row = llava_onevision_row(red)
     assert detect_schema(row) == "llava"
     assert sample_of(row, None) == Sample(
         "ov-1", "s", [Turn("user", [Image(pil=red), Text("How many cubes?")]), Turn("assistant", [Text("3")])],
         {"index": 0, "origin": "CLEVR-Math(MathV360K)"})
-    text_only = {"id": "mg-2", "image": None, "data_source": "magpie_pro",
-                 "conversations": convo(("human", "Hi"), ("gpt", "Hello"))}
+    text_only = llava_onevision_row(None, id="mg-2", question="Hi", answer="Hello", data_source="magpie_pro")
     assert sample_of(text_only, None).turns == [Turn("user", [Text("Hi")]), Turn("assistant", [Text("Hello")])]
 
 
 def test_llava_onevision_parquet_with_image_feature(tmp_path):
-    features = datasets.Features({
-        "id": datasets.Value("string"), "image": datasets.Image(),
-        "conversations": datasets.List({"from": datasets.Value("string"), "value": datasets.Value("string")}),
-        "data_source": datasets.Value("string"),
-    })
     buf = io.BytesIO()
     PILImage.new("RGB", (5, 3), (0, 0, 255)).save(buf, format="PNG")
-    rows = {"id": ["q1"], "image": [{"bytes": buf.getvalue(), "path": None}], "data_source": ["chrome_writting"],
-            "conversations": [convo(("human", "<image>\nColour?"), ("gpt", "Blue."))]}
+    rows = [llava_onevision_row({"bytes": buf.getvalue(), "path": None}, id="q1", question="Colour?",
+                                answer="Blue.", data_source="chrome_writting")]
     path = tmp_path / "train-00000.parquet"
-    datasets.Dataset.from_dict(rows, features=features).to_parquet(str(path))
+    datasets.Dataset.from_list(rows, features=llava_onevision_features()).to_parquet(str(path))
     sample = load_source(str(path)).sample(0)
     (image, question), answer = sample.turns[0].parts, sample.turns[1].parts
     assert (image.pil.size, image.pil.convert("RGB").getpixel((0, 0))) == ((5, 3), (0, 0, 255))
@@ -109,25 +106,39 @@ def test_llava_onevision_parquet_with_image_feature(tmp_path):
 
 
 def test_mammoth_vl_single_multi_image_and_video_rows(root):
-    single = {"id": "si-1", "image": "single_image_data/a.jpg",
-              "conversations": convo(("human", "<image>\nWhat colour?"), ("gpt", "Rationale... Red."))}
+    single = mammoth_vl_row()
     assert sample_of(single, root).turns == [
         Turn("user", [Image(path=at(root, "single_image_data/a.jpg")), Text("What colour?")]),
         Turn("assistant", [Text("Rationale... Red.")])]
-    multi = {"id": "mi-1", "image": ["spot-the-diff/1_1.jpg", "spot-the-diff/1_2.jpg"],
-             "conversations": convo(("human", "<image><image>\nSame?"), ("gpt", "No."))}
+    multi = mammoth_vl_row(id="mi-1", image=["spot-the-diff/1_1.jpg", "spot-the-diff/1_2.jpg"], question="Same?",
+                           answer="No.")
     assert sample_of(multi, root).turns[0].parts == [
         Image(path=at(root, "spot-the-diff/1_1.jpg")), Image(path=at(root, "spot-the-diff/1_2.jpg")), Text("Same?")]
-    video = {"id": "v-1", "video": "video_data/clip.mp4",
-             "conversations": convo(("human", "<video>\nWhat happens?"), ("gpt", "A flash."))}
+    video = mammoth_vl_row(id="v-1", video="video_data/clip.mp4", question="What happens?", answer="A flash.")
     assert sample_of(video, root).turns[0].parts == [Video(at(root, "video_data/clip.mp4")), Text("What happens?")]
+
+
+def test_mammoth_vl_json_with_path_and_list_images_also_streamed(tmp_path, root):
+    """mammoth_ov_2M.json's `image` is a path in some rows and a list in others: `datasets` types it Json, and
+    streamed (no features cached yet, as the recipe streams it) hands the values over JSON-encoded."""
+    pair = ["spot-the-diff/1_1.jpg", "spot-the-diff/1_2.jpg"]
+    rows = [mammoth_vl_row(), mammoth_vl_row(id="mi-1", image=pair, question="Same?", answer="No."),
+            mammoth_vl_row(id="v-1", video="video_data/clip.mp4", question="What happens?", answer="A flash.")]
+    path = tmp_path / "mammoth_ov_2M.json"
+    path.write_text(json.dumps(rows))
+    expected = [[Image(path=at(root, "single_image_data/a.jpg"))], [Image(path=at(root, p)) for p in pair],
+                [Video(at(root, "video_data/clip.mp4"))]]
+    for streaming in (True, False):  # streamed first: before a map-style load caches the features
+        source = load_source(SourceSpec(path=str(path), streaming=streaming, media_root=str(root)))
+        skipped: Counter = Counter()
+        samples = list(source.samples(skipped=skipped))
+        assert skipped == Counter(), (streaming, skipped)
+        assert [s.turns[0].parts[:-1] for s in samples] == expected, streaming
 
 
 def test_m4_instruct_multi_image_and_role_fix(root):
     images = ["spot-the-diff/1_1.jpg", "spot-the-diff/1_2.jpg"]
-    meta = {"dataset": "spot-the-diff", "split": "train", "num_sample": 2}
-    row = {"id": "m4-1", "image": images, "metadata": meta,
-           "conversations": convo(("human", "<image><image>\nWhat changed?"), ("gpt", "The car left."))}
+    row = m4_instruct_row(images=images)
     a, b = (Image(path=at(root, p)) for p in images)
     assert sample_of(row, root, "m4instruct") == Sample(
         "m4-1", "s", [Turn("user", [a, b, Text("What changed?")]), Turn("assistant", [Text("The car left.")])],
@@ -139,9 +150,7 @@ def test_m4_instruct_multi_image_and_role_fix(root):
 
 
 def test_llava_video_178k_row_with_image_tag(root):
-    row = {"id": "Q04US", "data_source": "30_60_s_academic_v0_1", "video": "academic_source/Charades/Q04US.mp4",
-           "conversations": convo(("human", "<image>\nDescribe what the person does."),
-                                  ("gpt", "The person opens a door."), ("human", "Then?"), ("gpt", "Leaves."))}
+    row = llava_video_row()
     assert sample_of(row, root) == Sample("Q04US", "s", [
         Turn("user", [Video(at(root, "academic_source/Charades/Q04US.mp4")), Text("Describe what the person does.")]),
         Turn("assistant", [Text("The person opens a door.")]),
@@ -151,10 +160,7 @@ def test_llava_video_178k_row_with_image_tag(root):
 
 
 def test_video_star_row_from_its_generation_code(root):
-    row = {"video_path": "Kinetics700/JDKf63ARWuY_000017_000027.mp4", "question": "What is the person doing?",
-           "question_id": "k700-17", "label": {"action": ["juggling balls"]}, "label_type": "action",
-           "output": "They juggle balls.", "rationale": True, "cls_correct": True, "qa_type": "qa",
-           "conversations": convo(("human", "<video>\nWhat is the person doing?"), ("gpt", "They juggle balls."))}
+    row = video_star_row()
     assert detect_schema(row) == "videostar"
     clip = Video(at(root, "Kinetics700/JDKf63ARWuY_000017_000027.mp4"))
     expected = [Turn("user", [clip, Text("What is the person doing?")]),
@@ -162,13 +168,12 @@ def test_video_star_row_from_its_generation_code(root):
     assert sample_of(row, root, "videostar").turns == expected
     assert sample_of(row, root).turns == expected  # detected
     # The key may be `video_name` (the demo's JSON) or `video`.
-    renamed = {**{k: v for k, v in row.items() if k != "video_path"}, "video_name": row["video_path"]}
+    renamed = video_star_row(key="video_name")
     assert sample_of(renamed, root, "videostar").turns == expected
 
 
 def test_vista_400k_video_under_image_key(root):
-    row = {"image": "temporal_niah/v_0001.mp4",
-           "conversations": convo(("human", "What colour is the needle frame?\nA. red B. blue"), ("gpt", "A"))}
+    row = vista_row()
     sample = sample_of(row, root)
     question = "What colour is the needle frame?\nA. red B. blue"
     assert sample.turns == [Turn("user", [Video(at(root, "temporal_niah/v_0001.mp4")), Text(question)]),
@@ -177,20 +182,6 @@ def test_vista_400k_video_under_image_key(root):
 
 
 # ---------------------------------------------------------------- FineVideo: mp4 bytes in the row
-
-
-def finevideo_row(mp4: bytes, *, qa=True, as_str=False) -> dict:
-    info = {
-        "content_parent_category": "Sports", "content_fine_category": "Basketball",
-        "original_json_filename": "zdj0yyoEz7I.json",
-        "content_metadata": {
-            "title": "A dunk", "description": "A player dunks.", "fps": 2.0, "characterList": [],
-            "qAndA": [{"question": "Who scores?", "answer": "The player in red."},
-                      {"question": "How?", "answer": "With a dunk."}] if qa else [],
-            "scenes": [{"sceneId": 1, "title": "Dunk", "activities": []}],
-        },
-    }
-    return {"mp4": mp4, "json": json.dumps(info) if as_str else info}
 
 
 def test_finevideo_qa_turns_and_video_written_once_content_addressed(root, mp4_bytes):
@@ -239,13 +230,7 @@ def test_finevideo_streamed_parquet(tmp_path, root, mp4_bytes):
 
 
 def test_vript_per_video_caption_file_scene_by_scene(root):
-    def clip(n, content):
-        cid = f"339dXVNQXac-Scene-{n:03d}"
-        return cid, {"video_id": "339dXVNQXac", "clip_id": cid, "video_title": "Cooking",
-                     "caption": {"shot_type": "close-up", "camera_movement": "static", "content": content,
-                                 "scene_title": f"Step {n}"}, "voiceover": ["..."]}
-    row = {"meta": {"video_id": "339dXVNQXac", "video_title": "Cooking", "num_clips": 2, "integrity": True},
-           "data": dict([clip(2, "Eggs are cracked."), clip(1, "A pan heats.")])}
+    row = vript_video_row(scenes={2: "Eggs are cracked.", 1: "A pan heats."})  # the file's order, not the scenes'
     assert detect_schema(row) == "vript"
     assert sample_of(row, root, "vript") == Sample("339dXVNQXac", "s", [
         Turn("user", [Video(at(root, "339dXVNQXac.mp4")), Text("Describe this video scene by scene.")]),
@@ -254,9 +239,7 @@ def test_vript_per_video_caption_file_scene_by_scene(root):
 
 
 def test_vript_per_clip_row(root):
-    row = {"video_id": "339dXVNQXac", "clip_id": "339dXVNQXac-Scene-002", "video_title": "Cooking",
-           "caption": {"shot_type": "close-up", "camera_movement": "static", "content": "Eggs are cracked.",
-                       "scene_title": "Step 2"}, "voiceover": ["Now the eggs."]}
+    row = vript_clip_row(n=2, content="Eggs are cracked.")
     assert detect_schema(row) == "vript"
     assert sample_of(row, root, "vript") == Sample("339dXVNQXac-Scene-002", "s", [
         Turn("user", [Video(at(root, "339dXVNQXac/339dXVNQXac-Scene-002.mp4")),
@@ -266,11 +249,7 @@ def test_vript_per_clip_row(root):
 
 
 def test_moviechat_caption_and_global_qa(root):
-    row = {"info": {"video_path": "1.mp4", "url": "https://example.org/1", "class": "drama", "w": 1280, "h": 720,
-                    "fps": 24.0, "num_frame": 9000},
-           "global": [{"question": "Is it day?", "answer": "Yes."}],
-           "breakpoint": [{"time": 3200, "question": "What is he holding?", "answer": "A cup."}],
-           "caption": "Two friends talk in a cafe."}
+    row = moviechat_row()
     assert detect_schema(row) == "moviechat"
     assert sample_of(row, root, "moviechat") == Sample("1", "s", [
         Turn("user", [Video(at(root, "raw_videos/1.mp4")), Text("Describe this video in detail.")]),
@@ -281,10 +260,7 @@ def test_moviechat_caption_and_global_qa(root):
 
 
 def test_sharegpt4video_whole_video_caption(root):
-    row = {"video_id": "12345", "video_path": "pexels/12345.mp4",
-           "zip_folder": "zip_folder/pexels/pexels_videos_1.zip",
-           "captions": [{"idx": "0", "content": "A frame."}, {"idx": "-1", "content": "The video opens with a bird."}],
-           "timestamp": [0.0, 1.5], "keyframe": [0, 36]}
+    row = sharegpt4video_row()
     assert detect_schema(row) == "sharegpt4video"
     assert sample_of(row, root, "sharegpt4video") == Sample("12345", "s", [
         Turn("user", [Video(at(root, "pexels/12345.mp4")), Text("Describe this video in detail.")]),
@@ -298,14 +274,7 @@ def test_sharegpt4video_whole_video_caption(root):
 # ---------------------------------------------------------------- text SFT
 
 
-@pytest.mark.parametrize("row", [
-    {"id": "oasst1_6668", "source": "ai2-adapt-dev/oasst1_converted",  # tulu-3-sft-mixture
-     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                  {"role": "assistant", "content": "4"}]},
-    {"source": "smol-magpie-ultra",  # SmolTalk
-     "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"},
-                  {"role": "assistant", "content": "4"}]},
-])
+@pytest.mark.parametrize("row", [tulu_row(), smoltalk_row()], ids=["tulu-3-sft-mixture", "smoltalk"])
 def test_text_sft_rows(row):
     assert detect_schema(row) == "chat"
     sample = sample_of(row, None)
