@@ -104,8 +104,12 @@ def init(
 @app.command()
 @user_errors
 def download(
-    recipe: Path = RecipeOpt,
-    what: str = typer.Option("all", "--what", help="models | data | all"),
+    recipe: Optional[Path] = typer.Option(None, "--recipe", "-r", help="Recipe YAML whose model parts and datasets "
+                                          "to fetch, e.g. recipes/smolvlm2-256m.yaml.", show_default=False),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Instead of a recipe: a released checkpoint to "
+                                        "fine-tune with --init ID, e.g. HuggingFaceTB/SmolVLM2-256M-Video-Instruct."),
+    revision: Optional[str] = typer.Option(None, "--revision", help="With --model: branch, tag or commit sha."),
+    what: Optional[str] = typer.Option(None, "--what", help="models | data | all (default: all)."),
     stage: Optional[str] = typer.Option(None, "--stage", help="Only the data sources of this stage: vision | video."),
     max_samples: Optional[int] = typer.Option(None, "--max-samples",
                                               help="Save only the first N rows of each hub dataset (streamed)."),
@@ -115,11 +119,12 @@ def download(
     set_: Optional[list[str]] = SetOpt,
     dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be fetched and how large; fetch nothing."),
 ) -> None:
-    """Fetch a recipe's model parts and datasets from the Hugging Face Hub and write a manifest."""
-    from .download import cli_download
+    """Fetch a recipe's model parts and datasets, or a released checkpoint (--model), from the Hugging Face Hub and
+    write a manifest."""
+    from .download_checkpoint import cli_download_any
 
-    cli_download(recipe, what=what, stage=stage, max_samples=max_samples, out=out, overrides=set_ or [],
-                 dry_run=dry_run)
+    cli_download_any(recipe, model, revision, what=what, stage=stage, max_samples=max_samples, out=out,
+                     overrides=set_ or [], dry_run=dry_run)
 
 
 @app.command()
@@ -151,7 +156,8 @@ def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[
         raise typer.Exit(code)
 
 
-InitOpt = typer.Option(..., "--init", help="Model folder from `smolvlm init`, or a finished run folder.")
+InitOpt = typer.Option(..., "--init", help="Model folder from `smolvlm init`, a finished run folder, or the hub id "
+                                           "of a checkpoint fetched by `smolvlm download --model ID`.")
 OutOpt = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, phase models, metrics.jsonl).")
 MaxStepsOpt = typer.Option(None, "--max-steps", help="Cap every phase at this many optimizer steps.")
 NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine, or on each node with --nnodes (relaunches "
@@ -266,7 +272,8 @@ def export(
     Console().print(f"exported to [bold]{path}[/] (AutoModelForImageTextToText / AutoProcessor load it)")
 
 
-data_app = typer.Typer(help="Built-in synthetic data and data inspection.", no_args_is_help=True)
+data_app = typer.Typer(help="Built-in synthetic data, data inspection and the video frame cache.",
+                       no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -301,6 +308,20 @@ def data_inspect(recipe: Path = RecipeOpt, stage: str = typer.Option("vision", "
     from .data.inspect import inspect_stage
 
     inspect_stage(recipe, stage, init, set_ or [], None, n_samples=samples)
+
+
+@data_app.command("cache")
+@user_errors
+def data_cache(recipe: Path = RecipeOpt, stage: str = typer.Option("video", "--stage", help="vision | video"),
+               nproc: int = typer.Option(1, "--nproc", help="Worker processes decoding in parallel."),
+               init: Optional[Path] = typer.Option(None, "--init", help="Model or run folder whose processor "
+                                                   "settings to use (default: those init builds from the recipe)."),
+               set_: Optional[list[str]] = SetOpt) -> None:
+    """Decode every video of a stage's sources once, with each phase's sampling, into the frame cache
+    ($SMOLVLM_CACHE/frames) that training and generate read. Resumable; corrupt videos are listed."""
+    from .data.frame_cache import cli_cache
+
+    cli_cache(recipe, stage, set_ or [], nproc, init)
 
 
 def main() -> None:

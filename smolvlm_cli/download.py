@@ -14,8 +14,8 @@ from typing import Any, Sequence
 # planning, manifest and report helpers live in their own modules; the names other modules import stay here too
 from .download_manifest import (MANIFEST_NAME, default_download_dir, present_in_manifest, read_manifest,  # noqa: F401
                                 read_or_empty, recorded_manifest, write_manifest)
-from .download_plan import (MODEL_FILE_PATTERNS, TOKENIZER_FILE_PATTERNS, Item, card_split_info,  # noqa: F401
-                            plan_downloads, select_files)
+from .download_plan import (CHECKPOINT, MODEL_FILE_PATTERNS, TOKENIZER_FILE_PATTERNS, Item,  # noqa: F401
+                            card_split_info, plan_downloads, select_files)
 from .download_report import (MAX_SAMPLES_MEDIA, archive_rows, dry_status, fetched_status, media_dry_status,
                               media_row, print_overrides, print_table, progress_bars, rich_tqdm, row)
 from .errors import OutputError, UserError
@@ -72,8 +72,9 @@ def _resolve(api, item: Item, local_dir: Path | None) -> Remote:
         else:
             info = api.dataset_info(item.ref, revision=item.revision, files_metadata=item.media_root is not None)
     except RevisionNotFoundError:
+        where = "--revision" if _is_checkpoint(item) else "the revision in the recipe"
         raise DownloadError(f"{item.label} '{item.ref}' has no revision '{item.revision}'",
-                            "fix the revision in the recipe (a branch, tag or commit sha)") from None
+                            f"fix {where} (a branch, tag or commit sha)") from None
     except GatedRepoError:
         raise DownloadError(f"{item.label} '{item.ref}' is gated",
                             "accept its terms on the hub page, then log in with hf auth login") from None
@@ -328,10 +329,17 @@ def _raise_missing(missing: list[Item], why: str) -> None:
     if not missing:
         return
     names = ", ".join(f"{i.label} {i.display_ref}" for i in missing)
-    overrides = " ".join(f"--set {i.set_key}={_placeholder(i)}" for i in missing)
+    overrides = " ".join(f"--set {i.set_key}={_placeholder(i)}" for i in missing if not _is_checkpoint(i))
+    local = [f"point the recipe at local copies: {overrides}"] if overrides else []
+    if any(_is_checkpoint(i) for i in missing):  # a whole model is not a recipe part: training takes it as --init
+        local.append("train from a local copy: --init /path/to/folder")
     raise DownloadError(f"cannot download: {why}; not available locally: {names}",
-                        f"run smolvlm download where the hub is reachable (--out DIR, then copy DIR here), or point "
-                        f"the recipe at local copies: {overrides}")
+                        f"run smolvlm download where the hub is reachable (--out DIR, then copy DIR here), or "
+                        + ", or ".join(local))
+
+
+def _is_checkpoint(item: Item) -> bool:
+    return item.kind == "model" and item.name == CHECKPOINT
 
 
 def _placeholder(item: Item) -> str:

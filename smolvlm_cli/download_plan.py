@@ -14,6 +14,7 @@ MODEL_FILE_PATTERNS = ("*.safetensors", "*.json", "tokenizer*", "*.model", "*.tx
 TOKENIZER_FILE_PATTERNS = ("*.json", "tokenizer*", "*.model", "*.txt", "*.jinja")
 WHAT = ("models", "data", "all")
 SYNTHETIC_PREFIX = "synthetic:"
+CHECKPOINT = "checkpoint"  # the name of a whole released model fetched by `download --model` (not a recipe part)
 
 
 @dataclass
@@ -32,13 +33,17 @@ class Item:
 
     @property
     def label(self) -> str:
-        return f"{self.name} part" if self.kind == "model" else f"dataset '{self.name}'"
+        if self.kind == "dataset":
+            return f"dataset '{self.name}'"
+        return CHECKPOINT if self.name == CHECKPOINT else f"{self.name} part"
 
     @property
     def set_key(self) -> str:
-        """The `--set` key that points the recipe at a local copy instead."""
+        """The `--set` key that points the recipe at a local copy instead (a checkpoint: the option naming it)."""
         if self.kind == "dataset":
             return f"sources.{self.name}.path"
+        if self.name == CHECKPOINT:
+            return "--model"
         return "model.text.tokenizer" if self.name == "tokenizer" else f"model.{self.name}.source"
 
     @property

@@ -1,5 +1,6 @@
 # `smolvlm generate`: answer one prompt about images or a video with a SmolVLM folder, streaming the answer.
-# Media are read before the weights load (a bad path fails fast); video frames come from the training sampler.
+# Media are read before the weights load (a bad path fails fast); video frames come from the training sampler,
+# with the processor's settings (data.video.video_sampling) and the frame cache when it holds the video.
 from __future__ import annotations
 
 import os
@@ -38,6 +39,15 @@ def load_images(paths: Sequence[str | os.PathLike]) -> list:
             raise MediaError(f"cannot read image {path}: {reason}",
                              "the file is corrupt, truncated or not an image; re-save it as PNG or JPEG") from None
     return images
+
+
+def load_prompt_video(path: str | os.PathLike, processor):
+    """The frames the model sees for `--video`: the processor's video settings, as training and eval take them,
+    read from the frame cache when `smolvlm data cache` stored them (the same pixels either way)."""
+    from .data.frame_cache import default_cache_dir, load_sampled
+    from .data.video import video_sampling
+
+    return load_sampled(path, video_sampling(processor), cache=default_cache_dir())
 
 
 def _streamer(tokenizer, out: IO[str]):
@@ -85,7 +95,7 @@ def cli_generate(model_dir: str | os.PathLike, prompt: str, images: Sequence[str
                  video: str | os.PathLike | None = None, max_new_tokens: int = 256, device: str | None = None,
                  out: IO[str] | None = None) -> str:
     """`smolvlm generate`: check the inputs, load the model folder (never remote code), stream the answer."""
-    from .eval.runner import check_model_dir, load_model, video_settings
+    from .eval.runner import check_model_dir, load_model
 
     if not prompt or not prompt.strip():
         raise UserError("the prompt is empty", 'pass the question as the last argument, e.g. "What is in the image?"')
@@ -99,10 +109,5 @@ def cli_generate(model_dir: str | os.PathLike, prompt: str, images: Sequence[str
     if video is not None and not Path(video).is_file():
         raise MediaError(f"video file not found: {video}", "check the --video path")
     model, processor = load_model(model_dir, device)
-    sampled = None
-    if video is not None:
-        from .data.video import load_video
-
-        fps, max_frames = video_settings(processor)
-        sampled = load_video(video, fps=fps, max_frames=max_frames)
+    sampled = load_prompt_video(video, processor) if video is not None else None
     return generate_answer(model, processor, prompt, loaded, sampled, max_new_tokens, out)

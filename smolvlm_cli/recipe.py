@@ -153,8 +153,8 @@ class Phase(Strict):
     parts: dict[Literal["vision", "connector", "text", "embeddings"], PartTraining]
     adapter: AdapterSettings = Field(default_factory=AdapterSettings)
     data: list[MixtureEntry] = Field(min_length=1)
-    video_fps: float = Field(default=1.0, gt=0)
-    video_max_frames: int = Field(default=50, gt=0)
+    video_fps: float | None = Field(default=None, gt=0, description="default: the model's processor's, as eval")
+    video_max_frames: int | None = Field(default=None, gt=0, description="default: the model's processor's")
     gradient_checkpointing: bool = False
 
     @model_validator(mode="after")

@@ -13,10 +13,11 @@ IGNORE = -100
 @dataclass
 class EncodeConfig:
     max_seq_len: int = 2048
-    video_fps: float = 1.0
-    video_max_frames: int = 50
+    video_fps: float | None = None  # None: the processor's (data.video.video_sampling), as eval and generate
+    video_max_frames: int | None = None
     video_backend: str = "auto"
     media_root: str | None = None
+    frame_cache: str | bool = True  # True: $SMOLVLM_CACHE/frames; False: decode every time; or a folder
 
 
 @dataclass
@@ -74,11 +75,17 @@ def segments(messages: list[dict], template) -> list[tuple[str, bool]]:
 
 
 class Encoder:
-    """Encodes Samples for one processor. Media are loaded here (images via PIL, videos via data/video.py)."""
+    """Encodes Samples for one processor. Media are loaded here (images via PIL, videos from the frame cache or
+    data/video.py); a video is loaded once per sample, fewer frames for the token budget are taken from it."""
 
     def __init__(self, processor, config: EncodeConfig):
+        from .frame_cache import cache_dir
+        from .video import video_sampling
+
         self.processor = processor
         self.config = config
+        self.sampling = video_sampling(processor, config.video_fps, config.video_max_frames)
+        self.cache = cache_dir(config.frame_cache)
         self.tokenizer = processor.tokenizer
         self.pad_id = self.tokenizer.pad_token_id
         media_tokens = [processor.image_token, processor.fake_image_token, processor.global_image_token]
@@ -92,11 +99,12 @@ class Encoder:
     def __call__(self, sample: Sample) -> Encoded:
         """Encode, shrinking media (fewer frames, then fewer image tiles) until it fits max_seq_len.
         Raises SampleError('too long') when even the smallest media do not fit."""
-        max_frames, split, fitted = self.config.video_max_frames, None, None
+        max_frames, split, fitted = self.sampling.max_frames, None, None
         has_video = any(isinstance(p, Video) for p in sample.media())
         has_image = any(isinstance(p, Image) for p in sample.media())
+        videos: dict = {}  # media position -> the video as loaded, shared by every try
         while True:
-            enc = self.encode(sample, max_frames=max_frames, do_image_splitting=split)
+            enc = self.encode(sample, max_frames=max_frames, do_image_splitting=split, videos=videos)
             if len(enc) <= self.config.max_seq_len:
                 enc.fitted = fitted
                 return enc
@@ -107,17 +115,20 @@ class Encoder:
             else:
                 raise SampleError("too long", f"{len(enc)} tokens > max_seq_len {self.config.max_seq_len}")
 
-    def encode(self, sample: Sample, max_frames: int | None = None, do_image_splitting: bool | None = None):
+    def encode(self, sample: Sample, max_frames: int | None = None, do_image_splitting: bool | None = None,
+               videos: dict | None = None):
+        """One try at `max_frames` frames per video; `videos` keeps loaded videos between tries."""
         import torch
 
         messages = to_messages(sample)
-        media = iter(sample.media())
+        media = iter(enumerate(sample.media()))
+        videos = {} if videos is None else videos
         ids, labels, pixels, masks = [], [], [], []
         for text, supervised in segments(messages, self._template):
             n_img, n_vid = text.count("<image>"), text.count("<video>")
             if n_img or n_vid:
                 items = [next(media) for _ in range(n_img + n_vid)]
-                out = self._process(text, items, max_frames or self.config.video_max_frames, do_image_splitting)
+                out = self._process(text, items, max_frames or self.sampling.max_frames, do_image_splitting, videos)
                 piece = out["input_ids"][0]
                 if "pixel_values" in out:
                     pixels.append(out["pixel_values"][0])
@@ -138,9 +149,9 @@ class Encoder:
             raise SampleError("no supervised tokens", sample.id)
         return enc
 
-    def _process(self, text: str, items: list, max_frames: int, do_image_splitting: bool | None):
-        images = [self._image(p) for p in items if isinstance(p, Image)]
-        videos = [p for p in items if isinstance(p, Video)]
+    def _process(self, text: str, items: list, max_frames: int, do_image_splitting: bool | None, loaded: dict):
+        images = [self._image(p) for _, p in items if isinstance(p, Image)]
+        videos = [(i, p) for i, p in items if isinstance(p, Video)]
         if images and videos:
             raise SampleError("mixed media in one turn", "a turn holds either images or videos")
         kwargs: dict = {"text": [text], "add_special_tokens": False, "return_tensors": "pt"}
@@ -149,8 +160,11 @@ class Encoder:
             if do_image_splitting is not None:
                 kwargs["do_image_splitting"] = do_image_splitting
         else:
-            loaded = [self._video(v, max_frames) for v in videos]
-            kwargs.update(videos=[v.frames for v in loaded], video_metadata=[v.metadata() for v in loaded],
+            for i, part in videos:
+                if i not in loaded:
+                    loaded[i] = self.load_video(part)
+            shown = [loaded[i].subsample(max_frames) for i, _ in videos]
+            kwargs.update(videos=[v.frames for v in shown], video_metadata=[v.metadata() for v in shown],
                           do_sample_frames=False)
         return self.processor(**kwargs)
 
@@ -181,18 +195,18 @@ class Encoder:
         except (UnidentifiedImageError, OSError, ValueError) as e:
             raise SampleError("corrupt image", f"{part.path or 'inline image'}: {e}") from None
 
-    def _video(self, part: Video, max_frames: int):
-        from ..errors import MediaError
-        from .video import load_video
-
+    def load_video(self, part: Video):
+        """The video's frames under `self.sampling` (data.video.SampledVideo): cached or decoded."""
         import os
+
+        from ..errors import MediaError
+        from .frame_cache import load_sampled
 
         path = self._resolve(part.path)
         if not os.path.isfile(path):
             raise SampleError("missing media", path)
         try:
-            return load_video(path, fps=self.config.video_fps, max_frames=max_frames,
-                              backend=self.config.video_backend)
+            return load_sampled(path, self.sampling, self.config.video_backend, self.cache)
         except MediaError as e:
             raise SampleError("corrupt video", e.message) from None
 

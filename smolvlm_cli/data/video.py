@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -51,6 +51,15 @@ def frame_indices(n_frames: int, native_fps: float, fps: float = 1.0, max_frames
     return [(2 * i + 1) * n_frames // (2 * k) for i in range(k)]
 
 
+def subsample_indices(n: int, k: int) -> list[int]:
+    """Which k of n already sampled frames to keep when a token budget wants fewer: the same centre-of-segment rule
+    as `frame_indices`, over the sampled frames, so fewer frames come from the one decode. k >= n keeps all."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    k = min(k, n)
+    return [(2 * i + 1) * n // (2 * k) for i in range(k)]
+
+
 def video_duration(times: Sequence[float]) -> float:
     """Seconds from the first frame's start to the last frame's end; the last frame lasts the median frame interval
     (one frame of unknown length counts as zero)."""
@@ -82,6 +91,36 @@ def frame_indices_at_times(times: Sequence[float], fps: float = 1.0, max_frames:
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# Settings: one source for training, eval and generate
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """Which frames to take from a video and how large the processor makes them."""
+
+    fps: float
+    max_frames: int
+    longest_edge: int | None  # the video processor's frame size (its first resize); None: no such resize
+    resample: int = 1  # the PIL filter id it resizes with (1 = LANCZOS, as `smolvlm init` writes)
+
+
+def video_sampling(processor, fps: float | None = None, max_frames: int | None = None) -> VideoSampling:
+    """The video settings of a model's processor (`smolvlm init` writes them into the model folder's
+    video_preprocessor_config.json), with a training phase's `video_fps` / `video_max_frames` overriding fps and the
+    frame cap when given. Training, eval and `smolvlm generate` take their settings from here and nowhere else."""
+    vp = getattr(processor, "video_processor", processor)
+    sampling = getattr(vp, "video_sampling", None) or {}
+    fps = fps or sampling.get("fps") or getattr(vp, "fps", None) or 1.0
+    max_frames = max_frames or sampling.get("max_frames") or getattr(vp, "num_frames", None) or 64
+    # The processor resizes with `size` (which its constructor takes from video_sampling's video_size).
+    size = getattr(vp, "size", None) or sampling.get("video_size") or {}
+    edge = size.get("longest_edge") if isinstance(size, dict) else getattr(size, "longest_edge", None)
+    resample = getattr(vp, "resample", None)
+    return VideoSampling(float(fps), int(max_frames), int(edge) if edge and getattr(vp, "do_resize", True) else None,
+                         1 if resample is None else int(resample))
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -96,10 +135,25 @@ class SampledVideo:
     duration_s: float
     backend: str
     path: str = field(default="")
+    # The video's own size; `frames` may be smaller (a frame cache stores them shrunk as the processor would).
+    width: int = 0
+    height: int = 0
+
+    def __post_init__(self) -> None:
+        self.height = self.height or int(self.frames.shape[1])
+        self.width = self.width or int(self.frames.shape[2])
 
     @property
     def native_fps(self) -> float:
         return self.n_frames / self.duration_s if self.duration_s > 0 else 0.0
+
+    def subsample(self, max_frames: int) -> "SampledVideo":
+        """At most `max_frames` of these frames (`subsample_indices`), with their times and indices."""
+        keep = subsample_indices(len(self.indices), max_frames)
+        if len(keep) == len(self.indices):
+            return self
+        return replace(self, frames=self.frames[keep], timestamps=[self.timestamps[i] for i in keep],
+                       indices=[self.indices[i] for i in keep])
 
     def metadata(self):
         """A `transformers` VideoMetadata whose `timestamps` are the real frame times (not index / fps), for
@@ -107,8 +161,8 @@ class SampledVideo:
         return _timed_metadata_class()(
             total_num_frames=self.n_frames,
             fps=self.native_fps or None,
-            width=int(self.frames.shape[2]),
-            height=int(self.frames.shape[1]),
+            width=self.width,
+            height=self.height,
             duration=self.duration_s,
             video_backend=self.backend,
             frames_indices=list(self.indices),

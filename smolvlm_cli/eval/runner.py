@@ -63,12 +63,12 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
 
 
 def video_settings(processor) -> tuple[float, int]:
-    """(fps, max frames) the processor was configured with for video, as training samples them."""
-    vp = getattr(processor, "video_processor", None)
-    sampling = getattr(vp, "video_sampling", None) or {}
-    fps = sampling.get("fps") or getattr(vp, "fps", None) or 1.0
-    max_frames = sampling.get("max_frames") or getattr(vp, "num_frames", None) or 64
-    return float(fps), int(max_frames)
+    """(fps, max frames) of the processor's video settings: `data.video.video_sampling`, where training and
+    `smolvlm generate` take theirs too."""
+    from ..data.video import video_sampling
+
+    sampling = video_sampling(processor)
+    return sampling.fps, sampling.max_frames
 
 
 def _frames_folder(path: Path, max_frames: int):
@@ -88,12 +88,14 @@ def _frames_folder(path: Path, max_frames: int):
     return frames, VideoMetadata(total_num_frames=len(files), fps=1.0, frames_indices=idx, duration=float(len(files)))
 
 
-def _video(path: str, fps: float, max_frames: int):
+def _video(path: str, processor, fps: float, max_frames: int):
     if Path(path).is_dir():
         return _frames_folder(Path(path), max_frames)
-    from ..data.video import load_video  # the training pipeline's sampler: same frames, same prompt timestamps
+    # the training pipeline's sampler: same frames, same prompt timestamps, from the frame cache when it has them
+    from ..data.frame_cache import default_cache_dir, load_sampled
+    from ..data.video import video_sampling
 
-    sampled = load_video(path, fps=fps, max_frames=max_frames)
+    sampled = load_sampled(path, video_sampling(processor, fps, max_frames), cache=default_cache_dir())
     return sampled.frames, sampled.metadata()
 
 
@@ -113,7 +115,7 @@ def generate(model, processor, items: Sequence[Item], max_new_tokens: int, video
     if kind == "image":
         kwargs["images"] = [it.images for it in items]
     elif kind == "video":
-        loaded = [_video(it.video, video_fps, video_max_frames) for it in items]
+        loaded = [_video(it.video, processor, video_fps, video_max_frames) for it in items]
         kwargs.update(videos=[f for f, _ in loaded], video_metadata=[md for _, md in loaded], do_sample_frames=False)
     inputs = processor(**kwargs)
     inputs = {k: v.to(model.device) for k, v in inputs.items()}

@@ -59,3 +59,24 @@ def write_model_folder(model, start_dir: Path, out: Path, dtype: str | None = No
         if extra is not None:
             extra(tmp)
     return Path(out)
+
+
+def record_video_sampling(phase):
+    """For write_model_folder's `extra`: the phase's `video_fps` / `video_max_frames` become the saved processor's
+    video settings, so that eval and `smolvlm generate` sample a trained model's videos as it was trained (None when
+    the phase keeps the processor's)."""
+    if phase is None or (phase.video_fps is None and phase.video_max_frames is None):
+        return None
+
+    def extra(folder: Path) -> None:
+        from transformers import AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(folder)
+        vp = processor.video_processor
+        fps = phase.video_fps or vp.fps
+        frames = phase.video_max_frames or vp.num_frames
+        vp.fps, vp.num_frames = fps, frames
+        vp.video_sampling = {**(getattr(vp, "video_sampling", None) or {}), "fps": fps, "max_frames": frames}
+        processor.save_pretrained(folder)
+
+    return extra

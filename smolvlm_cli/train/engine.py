@@ -368,9 +368,10 @@ class _PhaseLoop:
 
 
 def _write_phase_model(engine, job: PhaseJob) -> None:
-    from .consolidate import merged_model, write_model_folder
+    from .consolidate import merged_model, record_video_sampling, write_model_folder
 
     state = ckpt.gather_state_dict(engine, job.dist.rank)
     if job.dist.main:
-        write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, job.out_dir)
+        write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, job.out_dir,
+                           extra=record_video_sampling(job.phase))
     barrier()

@@ -43,7 +43,7 @@ class Evaluator:
 
         from ..eval.runner import evaluate, load_model
         from . import checkpoint as ckpt
-        from .consolidate import merged_model, write_model_folder
+        from .consolidate import merged_model, record_video_sampling, write_model_folder
         from .launch import barrier
 
         name = f"{job.stage}-phase{job.index}-step{step:08d}"
@@ -52,7 +52,8 @@ class Evaluator:
         error = None
         if job.dist.main:
             try:
-                write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, model_dir)
+                write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, model_dir,
+                                   extra=record_video_sampling(job.phase))
             except UserError as e:
                 error = e
         del state

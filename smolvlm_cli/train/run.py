@@ -12,19 +12,89 @@ from . import checkpoint as ckpt
 from .launch import Dist, Launch, check, init_distributed, relaunch
 
 
-def resolve_init(init: Path) -> Path:
-    """A model folder, or a run folder (its last finished phase)."""
-    init = Path(init)
+def resolve_init(init: str | Path) -> Path:
+    """A model folder, a run folder (its last finished phase), or the hub id of a checkpoint in the local Hugging Face
+    cache (`smolvlm download --model ID` puts it there; training never downloads)."""
+    ref = str(init)
+    init = Path(init).expanduser()
+    from_hub = not init.exists() and _hub_id(ref)
+    if from_hub:
+        init = _cached_init(ref)
     phases = sorted(p for p in (init / "phases").glob("*") if (p / "config.json").is_file()) if init.is_dir() else []
     if phases:
         return phases[-1]
     config = init / "config.json"
     if not config.is_file():
         raise UserError(f"'{init}' is neither a model folder nor a run with finished phases",
-                        "pass the folder written by `smolvlm init` or a finished train-vision run")
-    if json.loads(config.read_text()).get("model_type") != "smolvlm":
-        raise UserError(f"'{init}' is not a SmolVLM model folder", "pass the folder written by `smolvlm init`")
+                        "pass the folder written by `smolvlm init`, a finished train-vision run or the hub id of a "
+                        "checkpoint fetched by `smolvlm download --model ID`")
+    model_type = json.loads(config.read_text()).get("model_type")
+    name = ref if from_hub else str(init)
+    if model_type == "idefics3":
+        raise UserError(f"'{name}' is an Idefics3 (SmolVLM v1) checkpoint, which training does not support yet",
+                        "start from a SmolVLM2 checkpoint (model_type smolvlm), e.g. "
+                        "HuggingFaceTB/SmolVLM2-256M-Video-Instruct")
+    if model_type != "smolvlm":
+        raise UserError(f"'{name}' is not a SmolVLM model folder (model_type {model_type})",
+                        "pass the folder written by `smolvlm init` or a SmolVLM2 checkpoint")
     return init
+
+
+def _hub_id(ref: str) -> bool:
+    from ..download_checkpoint import looks_like_hub_id
+
+    return looks_like_hub_id(ref)
+
+
+def _cached_init(repo_id: str) -> Path:
+    from ..download_checkpoint import cached_checkpoint
+
+    folder = cached_checkpoint(repo_id)
+    if folder is None:
+        raise UserError(f"--init '{repo_id}' is not a local folder, and no checkpoint '{repo_id}' is in the local "
+                        "Hugging Face cache", f"fetch it with smolvlm download --model {repo_id}, or pass a model "
+                        "or run folder")
+    return folder
+
+
+# recipe model section field -> where the checkpoint's config states it
+MODEL_FIELDS = (("vision.image_size", "vision_config.image_size"), ("vision.patch_size", "vision_config.patch_size"),
+                ("vision.hidden_size", "vision_config.hidden_size"), ("text.hidden_size", "text_config.hidden_size"),
+                ("scale_factor", "scale_factor"),
+                ("max_position_embeddings", "text_config.max_position_embeddings"),
+                ("rope_theta", "text_config.rope_theta"))
+
+
+def check_model_section(recipe: Recipe, init_dir: Path, name: str | None = None) -> None:
+    """Stop before anything is built if what the recipe's model section states disagrees with the checkpoint
+    training starts from (fields the recipe leaves unset are not compared)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(init_dir)  # the values in effect: a config.json leaves defaults out
+    wrong = []
+    for key, path in MODEL_FIELDS:
+        want = _dotted(recipe.model, key)
+        have = _config_value(config, path)
+        if want is not None and have is not None and want != have:
+            wrong.append(f"model.{key} is {want} but checkpoint {name or init_dir} has {path} {have}")
+    if wrong:
+        raise RecipeError("recipe " + "; ".join(wrong),
+                          "fix the recipe's model section (e.g. --set model.KEY=VALUE) or pick the matching "
+                          "checkpoint")
+
+
+def _dotted(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def _config_value(config, path: str):
+    if path == "text_config.rope_theta":  # transformers 5 keeps it in rope_parameters
+        text = config.text_config
+        params = getattr(text, "rope_parameters", None) or {}
+        return params.get("rope_theta", getattr(text, "rope_theta", None))
+    return _dotted(config, path)
 
 
 def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int | None) -> Recipe:
@@ -90,6 +160,7 @@ def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides:
     check(launch)  # before reading the recipe: a bad launch option is the quickest thing to report
     recipe = prepare(recipe_path, stage, overrides or [], max_steps)
     init_dir = resolve_init(init)
+    check_model_section(recipe, init_dir, str(init))
     if launch.relaunches:
         return relaunch(launch)
     with ckpt.deferred_stops():

@@ -63,12 +63,17 @@ def test_dry_run_reads_every_source_and_skips_none(streaming, sources, tiny_mode
     assert not (tmp_path / "run").exists()  # a dry run trains nothing
 
 
+# the tiny model stands in for the 256M one: the recipe's model section is checked against the checkpoint
+TINY_SHAPES = ["model.vision.image_size=64", "model.vision.patch_size=8", "model.vision.hidden_size=64",
+               "model.text.hidden_size=64", "model.scale_factor=2", "model.max_position_embeddings=2048"]
+
+
 def test_two_training_steps_read_every_source_and_skip_none(sources, tiny_model_dir, tmp_path):
     run = tmp_path / "run"
     # One length-grouping window of DRAWS samples: before its first step rank 0 reads (and encodes) the same draws
     # the dry run showed to cover every source, so a failing source would show in `skipped`.
     cheap = CHEAP + [f"{PHASE}.global_batch_size=4", f"{PHASE}.micro_batch_size=2",
-                     f"train.group_window={DRAWS // 2}"]
+                     f"train.group_window={DRAWS // 2}"] + TINY_SHAPES
     res = cli("train-video", "--recipe", RECIPE, "--init", tiny_model_dir, "--out", run, "--max-steps", 2,
               *set_args(sources, cheap), hf_cache=tmp_path / "hf")
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
