@@ -257,3 +257,13 @@ GOLD = {
     "tempcompass": ["B", "yes", "Caption A"],
     "worldsense": ["C", "D. pink"],
 }
+
+
+def write_eval_data(root: Path, n_test: int) -> tuple[dict[str, Path], dict[str, Path]]:
+    """The benchmark fixtures plus a synthetic set with `n_test` held-out items per task: (dataset_paths keyed by
+    task name and "synthetic", media_roots)."""
+    from smolvlm_cli.data.synthetic import write_synthetic
+
+    paths, media = write_benchmarks(root)
+    write_synthetic(root / "synthetic", n_train=1, n_test=n_test, seed=0, image_size=32)
+    return {**paths, "synthetic": root / "synthetic"}, media

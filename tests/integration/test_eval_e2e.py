@@ -11,19 +11,14 @@ from smolvlm_cli.errors import MediaError, UserError
 from smolvlm_cli.eval import cli_eval, composite, evaluate, run_eval
 from smolvlm_cli.eval.runner import load_model
 from smolvlm_cli.eval.tasks import resolve_tasks
-from tests.eval_fixtures import GOLD, write_benchmarks
+from tests.eval_fixtures import GOLD, write_eval_data
 
 MICRO = ["docvqa", "textvqa", "chartqa", "ai2d", "scienceqa", "mmmu", "mathvista", "videomme", "worldsense"]
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from smolvlm_cli.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("evaldata")
-    paths, media = write_benchmarks(root)
-    write_synthetic(root / "synthetic", n_train=1, n_test=2, seed=0, image_size=32)
-    return {**paths, "synthetic": root / "synthetic"}, media
+    return write_eval_data(tmp_path_factory.mktemp("evaldata"), n_test=2)
 
 
 @pytest.fixture(scope="module")

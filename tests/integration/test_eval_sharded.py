@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from smolvlm_cli.errors import MediaError
-from tests.eval_fixtures import write_benchmarks
+from tests.eval_fixtures import write_benchmarks, write_eval_data
 from tests.integration.test_train import DORA, cli, write_recipe
 
 TASKS = "docvqa,mmmu,videomme,synthetic_colour"
@@ -26,12 +26,7 @@ def with_oracle(generate):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    from smolvlm_cli.data.synthetic import write_synthetic
-
-    root = tmp_path_factory.mktemp("evaldata")
-    paths, media = write_benchmarks(root)
-    write_synthetic(root / "synthetic", n_train=1, n_test=7, seed=0, image_size=32)
-    return {**paths, "synthetic": root / "synthetic"}, media
+    return write_eval_data(tmp_path_factory.mktemp("evaldata"), n_test=7)
 
 
 def run_eval(model, processor, data, out, **kwargs):
