@@ -143,15 +143,16 @@ def generate(
 
 
 def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[str]], max_steps: Optional[int],
-           launch: Launch, deepspeed: Optional[str], dry_run: bool) -> None:
+           launch: Launch, deepspeed: Optional[str], dry_run: bool, data: Optional[list[Path]] = None) -> None:
     if dry_run:
         from .data.inspect import inspect_stage
+        from .train.run import data_overrides
 
-        inspect_stage(recipe, stage, init, set_ or [], max_steps)
+        inspect_stage(recipe, stage, init, [*(set_ or []), *data_overrides(recipe, stage, data or [])], max_steps)
         return
     from .train.run import train_stage
 
-    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, launch, deepspeed)
+    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, launch, deepspeed, data or None)
     if code:
         raise typer.Exit(code)
 
@@ -176,6 +177,9 @@ NoSshOpt = typer.Option(False, "--no-ssh", help="With --hostfile: start only thi
 DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3_offload | path to your JSON "
                                                       "config.")
 DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
+DataOpt = typer.Option(None, "--data", help="Train on this JSONL or CSV file, or image folder with metadata.jsonl / "
+                                             ".csv, instead of the recipe's data (every phase of the stage); repeat "
+                                             "to mix several by row count.")
 
 
 def _train_command(stage: str, doc: str):
@@ -185,11 +189,12 @@ def _train_command(stage: str, doc: str):
                 nnodes: int = NnodesOpt, node_rank: Optional[int] = NodeRankOpt,
                 master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt,
                 hostfile: Optional[Path] = HostfileOpt, no_ssh: bool = NoSshOpt,
-                deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt) -> None:
+                deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt,
+                data: Optional[list[Path]] = DataOpt) -> None:
         from .train.launch import Launch
 
         launch = Launch(nproc, nnodes, node_rank, master_addr, master_port, hostfile, no_ssh)
-        _train(stage, recipe, init, out, set_, max_steps, launch, deepspeed, dry_run)
+        _train(stage, recipe, init, out, set_, max_steps, launch, deepspeed, dry_run, data)
 
     command.__doc__ = doc
     app.command(f"train-{stage}")(command)

@@ -6,15 +6,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import adapters_llava, adapters_video
+from . import adapters_llava, adapters_user, adapters_video
 from .adapters_base import image_part, is_str, missing_keys, role, row_id, text_parts, video_part
 from .adapters_llava import from_llava, from_m4instruct, from_videostar
+from .adapters_user import from_qa
 from .adapters_video import from_finevideo, from_moviechat, from_sharegpt4video, from_vript
 from .sample import Part, Sample, SampleError, Turn, validate
 
 SCHEMAS: tuple[str, ...] = (
     "cauldron", "llava", "chat", "jsonl",
-    "m4instruct", "videostar", "finevideo", "vript", "moviechat", "sharegpt4video",
+    "m4instruct", "videostar", "finevideo", "vript", "moviechat", "sharegpt4video", "qa",
 )
 # What a schema's adapter reads (adapters_base.missing_keys); sources.py checks a source's first row against it.
 REQUIRED: dict[str, tuple[str, ...]] = {
@@ -23,6 +24,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "jsonl": ("messages",),
     **adapters_llava.REQUIRED,
     **adapters_video.REQUIRED,
+    **adapters_user.REQUIRED,
 }
 
 
@@ -37,6 +39,8 @@ def detect_schema(row: dict) -> str:
     if "conversations" in row:
         # Video-STaR keeps its video under video_path / video_name, never under LLaVA's image / video
         return "videostar" if has & {"video_path", "video_name"} and not has & {"video", "image"} else "llava"
+    if "file_name" in has:  # an image folder's metadata row (its `messages`, if any, are plain chat)
+        return "qa"
     if "messages" in row:
         messages = row["messages"]
         if isinstance(messages, list) and any(
@@ -50,7 +54,7 @@ def detect_schema(row: dict) -> str:
     raise SampleError(
         "unknown schema",
         f"row keys {sorted(row)}; expected texts+images, conversations, messages, mp4+json, captions+video_path, "
-        "meta+data or clip_id+caption, or info+caption/global",
+        "meta+data or clip_id+caption, info+caption/global, or an image/video path + question/answer",
     )
 
 
@@ -59,6 +63,7 @@ _DETECT: tuple[tuple[str, tuple[set[str], ...]], ...] = (
     ("sharegpt4video", ({"captions", "video_path"},)),
     ("vript", ({"meta", "data"}, {"clip_id", "caption"})),
     ("moviechat", ({"info", "global"}, {"info", "caption"})),
+    ("qa", adapters_user.DETECT),
 )
 
 
@@ -144,6 +149,7 @@ ADAPTERS: dict[str, Callable[..., Sample]] = {
     "vript": from_vript,
     "moviechat": from_moviechat,
     "sharegpt4video": from_sharegpt4video,
+    "qa": from_qa,
 }
 
 

@@ -20,7 +20,9 @@ from ..parts import HUB_ID
 from .adapters import SCHEMAS, detect_schema, schema_problems, to_sample
 from .sample import Sample, SampleError
 
-FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow"}
+FILE_BUILDERS = {".parquet": "parquet", ".json": "json", ".jsonl": "json", ".arrow": "arrow", ".csv": "csv"}
+# A Hugging Face image folder: its metadata file holds the rows (`file_name` relative to the folder, schema qa).
+IMAGE_FOLDER_METADATA = ("metadata.jsonl", "metadata.csv")
 LOCAL_COPY_HINT = "point path at a local copy: a .parquet/.jsonl/.json file, a folder of them, or a save_to_disk folder"
 
 
@@ -37,7 +39,7 @@ class SourceSpec:
     split: str = "train"  # ignored for a single local file (its one split)
     schema: Literal[
         "auto", "cauldron", "llava", "chat", "jsonl",
-        "m4instruct", "videostar", "finevideo", "vript", "moviechat", "sharegpt4video",
+        "m4instruct", "videostar", "finevideo", "vript", "moviechat", "sharegpt4video", "qa",
     ] = "auto"
     media_root: str | None = None  # relative media paths resolve here; default: the local file's folder
     streaming: bool = False
@@ -183,6 +185,9 @@ def _open_folder(spec: SourceSpec, path: Path) -> Any:
                 )
             data = data[spec.split]
         return data.to_iterable_dataset() if spec.streaming else data
+    metadata = [path / name for name in IMAGE_FOLDER_METADATA if (path / name).is_file()]
+    if metadata:
+        return _open_file(spec, metadata[0])
     # A folder of parquet/JSON files, or a local clone of a hub dataset (its README picks configs and splits).
     return _read_local(path, lambda ld: ld(str(path), spec.config, split=spec.split, streaming=spec.streaming))
 

@@ -97,7 +97,52 @@ def _config_value(config, path: str):
     return _dotted(config, path)
 
 
-def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int | None) -> Recipe:
+def data_overrides(recipe_path: Path, stage: str, data: list[str | Path]) -> list[str]:
+    """`--data PATH` (repeatable) as `--set` overrides: sources data0, data1, ... replace the data of every phase of
+    the stage, weighted by their row counts. Each source is opened here, so a bad file stops before anything runs."""
+    import yaml
+
+    from ..data.sources import SourceSpec, load_source
+
+    try:
+        raw = yaml.safe_load(Path(recipe_path).read_text()) or {}
+        phases = raw["stages"][stage]["phases"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []  # load_recipe / prepare report the recipe's own problem
+    sources, mixture = [], []
+    for i, path in enumerate(data):
+        full = Path(path).expanduser().absolute()
+        if not full.exists():
+            raise UserError(f"--data '{path}' not found", "pass a JSONL or CSV file, or an image folder with "
+                            "metadata.jsonl / metadata.csv")
+        spec = {"path": str(full), "name": f"data{i}"}
+        rows = len(load_source(SourceSpec(**spec)))
+        sources.append(f"sources.data{i}={json.dumps(spec)}")
+        mixture.append({"source": f"data{i}", "weight": rows})
+    return sources + [f"stages.{stage}.phases.{j}.data={json.dumps(mixture)}" for j in range(len(phases))]
+
+
+def _check_data_given(recipe_path: Path, stage: str) -> None:
+    """The fine-tuning recipes leave every phase's data empty: --data gives it."""
+    import yaml
+
+    try:
+        phases = yaml.safe_load(Path(recipe_path).read_text())["stages"][stage]["phases"]
+        empty = [p.get("name", str(i)) for i, p in enumerate(phases) if p.get("data") == []]
+    except (OSError, yaml.YAMLError, KeyError, TypeError, AttributeError):
+        return
+    if empty:
+        raise RecipeError(f"recipe '{recipe_path}' leaves the data of its {stage} stage to --data",
+                          "pass --data PATH (a JSONL or CSV file, or an image folder with metadata.jsonl); repeat "
+                          "it to mix several")
+
+
+def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int | None,
+            data: list[str | Path] | None = None) -> Recipe:
+    if data:
+        overrides = [*overrides, *data_overrides(recipe_path, stage, data)]
+    elif not any(o.startswith(f"stages.{stage}") and o.partition("=")[0].endswith(".data") for o in overrides):
+        _check_data_given(recipe_path, stage)
     recipe = load_recipe(recipe_path, overrides)
     if stage not in recipe.stages:
         raise RecipeError(f"recipe '{recipe_path}' has no stages.{stage}", f"add a {stage} stage to the recipe")
@@ -155,10 +200,11 @@ def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist
 
 
 def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides: list[str] | None = None,
-                max_steps: int | None = None, launch: Launch | None = None, deepspeed: str | None = None) -> int:
+                max_steps: int | None = None, launch: Launch | None = None, deepspeed: str | None = None,
+                data: list[str | Path] | None = None) -> int:
     launch = launch or Launch()
     check(launch)  # before reading the recipe: a bad launch option is the quickest thing to report
-    recipe = prepare(recipe_path, stage, overrides or [], max_steps)
+    recipe = prepare(recipe_path, stage, overrides or [], max_steps, data)
     init_dir = resolve_init(init)
     check_model_section(recipe, init_dir, str(init))
     if launch.relaunches:

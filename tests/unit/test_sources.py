@@ -553,9 +553,9 @@ def test_missing_and_unsupported_local_paths(tmp_path):
     # Shaped like a hub id, but a data file name: a missing local file, not a hub lookup.
     with pytest.raises(SourceError, match="data source 'nope/train.jsonl' not found"):
         load_source("nope/train.jsonl")
-    bad = tmp_path / "rows.csv"
+    bad = tmp_path / "rows.txt"
     bad.write_text("a,b\n")
-    with pytest.raises(SourceError, match="unsupported type '.csv'"):
+    with pytest.raises(SourceError, match="unsupported type '.txt'"):
         load_source(str(bad))
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"messages": [\n')
