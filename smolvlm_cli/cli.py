@@ -146,9 +146,9 @@ def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[
            launch: Launch, deepspeed: Optional[str], dry_run: bool, data: Optional[list[Path]] = None) -> None:
     if dry_run:
         from .data.inspect import inspect_stage
-        from .train.run import data_overrides
+        from .train.run import with_data
 
-        inspect_stage(recipe, stage, init, [*(set_ or []), *data_overrides(recipe, stage, data or [])], max_steps)
+        inspect_stage(recipe, stage, init, with_data(recipe, stage, set_ or [], data), max_steps)
         return
     from .train.run import train_stage
 

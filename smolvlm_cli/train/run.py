@@ -137,13 +137,19 @@ def _check_data_given(recipe_path: Path, stage: str) -> None:
                           "it to mix several")
 
 
+def with_data(recipe_path: Path, stage: str, overrides: list[str], data: list[str | Path] | None) -> list[str]:
+    """The --set overrides with --data's sources folded in. Without --data, a recipe that leaves its data to --data
+    (the fine-tuning recipes) stops with one line, unless the overrides give the stage's data."""
+    if data:
+        return [*overrides, *data_overrides(recipe_path, stage, data)]
+    if not any(o.startswith(f"stages.{stage}") and o.partition("=")[0].endswith(".data") for o in overrides):
+        _check_data_given(recipe_path, stage)
+    return list(overrides)
+
+
 def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int | None,
             data: list[str | Path] | None = None) -> Recipe:
-    if data:
-        overrides = [*overrides, *data_overrides(recipe_path, stage, data)]
-    elif not any(o.startswith(f"stages.{stage}") and o.partition("=")[0].endswith(".data") for o in overrides):
-        _check_data_given(recipe_path, stage)
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(recipe_path, with_data(recipe_path, stage, overrides, data))
     if stage not in recipe.stages:
         raise RecipeError(f"recipe '{recipe_path}' has no stages.{stage}", f"add a {stage} stage to the recipe")
     phases = recipe.stages[stage].phases
