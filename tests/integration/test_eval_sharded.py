@@ -71,6 +71,9 @@ def _rank(rank, world, model_dir, data, out, init):
         (out / f"rank{rank}.json").write_text(json.dumps({"answered": answered, "returned": results is not None,
                                                           "failure": failure}))
     finally:
+        # both ranks past their last collective before either closes its connections: a rank that tears the group
+        # down while the other still receives makes that one abort (SIGABRT in gloo)
+        dist.barrier()
         dist.destroy_process_group()
 
 
