@@ -19,20 +19,13 @@ from tests.conftest import TINY_RECIPE
 
 def write_mp4(path, seconds=10, fps=4, size=(96, 128)):
     """Frames larger than the tiny processor's 64 px frame edge (so the cache stores them shrunk), each different."""
-    import av
+    from smolvlm_cli.data.synthetic import write_mp4 as encode
 
     h, w = size
     x, y = np.arange(w)[None, :], np.arange(h)[:, None]
-    with av.open(str(path), "w") as out:
-        stream = out.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = h, w
-        stream.pix_fmt = "yuv420p"
-        for t in range(seconds * fps):
-            frame = np.stack(np.broadcast_arrays((x * 2 + 9 * t) % 256, (y * 2 + 5 * t) % 256, 6 * t % 256), -1)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame.astype(np.uint8), format="rgb24")):
-                out.mux(packet)
-        for packet in stream.encode():
-            out.mux(packet)
+    frames = [np.stack(np.broadcast_arrays((x * 2 + 9 * t) % 256, (y * 2 + 5 * t) % 256, 6 * t % 256), -1)
+              for t in range(seconds * fps)]
+    encode(path, np.stack(frames).astype(np.uint8), fps)
     return path
 
 

@@ -23,19 +23,12 @@ class Recorder:
 
 
 def write_mp4(path, n_frames: int = 12, fps: int = 4, size=(48, 64)):
-    import av
+    from smolvlm_cli.data.synthetic import write_mp4 as encode
 
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.height, stream.width = size
-        stream.pix_fmt = "yuv420p"
-        for i in range(n_frames):
-            frame = np.zeros((*size, 3), np.uint8)
-            frame[:, : (i + 1) * size[1] // n_frames] = (250, 40, 40)  # a red bar growing left to right
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    frames = np.zeros((n_frames, *size, 3), np.uint8)
+    for i in range(n_frames):
+        frames[i, :, : (i + 1) * size[1] // n_frames] = (250, 40, 40)  # a red bar growing left to right
+    encode(path, frames, fps)
     return path
 
 
