@@ -41,15 +41,6 @@ def load_images(paths: Sequence[str | os.PathLike]) -> list:
     return images
 
 
-def load_prompt_video(path: str | os.PathLike, processor):
-    """The frames the model sees for `--video`: the processor's video settings, as training and eval take them,
-    read from the frame cache when `smolvlm data cache` stored them (the same pixels either way)."""
-    from .data.frame_cache import default_cache_dir, load_sampled
-    from .data.video import video_sampling
-
-    return load_sampled(path, video_sampling(processor), cache=default_cache_dir())
-
-
 def _streamer(tokenizer, out: IO[str]):
     from transformers import TextStreamer
 
@@ -95,6 +86,7 @@ def cli_generate(model_dir: str | os.PathLike, prompt: str, images: Sequence[str
                  video: str | os.PathLike | None = None, max_new_tokens: int = 256, device: str | None = None,
                  out: IO[str] | None = None) -> str:
     """`smolvlm generate`: check the inputs, load the model folder (never remote code), stream the answer."""
+    from .data.frame_cache import load_model_video
     from .eval.runner import check_model_dir, load_model
 
     if not prompt or not prompt.strip():
@@ -109,5 +101,5 @@ def cli_generate(model_dir: str | os.PathLike, prompt: str, images: Sequence[str
     if video is not None and not Path(video).is_file():
         raise MediaError(f"video file not found: {video}", "check the --video path")
     model, processor = load_model(model_dir, device)
-    sampled = load_prompt_video(video, processor) if video is not None else None
+    sampled = load_model_video(video, processor) if video is not None else None
     return generate_answer(model, processor, prompt, loaded, sampled, max_new_tokens, out)

@@ -205,6 +205,16 @@ def load_sampled(path: str | os.PathLike, sampling: VideoSampling, backend: str 
     return replace(hit, path=str(path)) if hit is not None else decode(path, sampling, backend)
 
 
+def load_model_video(path: str | os.PathLike, processor, fps: float | None = None,
+                     max_frames: int | None = None) -> SampledVideo:
+    """The frames a model sees for a video prompt (`smolvlm generate --video`, eval's video items): its processor's
+    video settings, as training takes them (fps / frame cap overridable), from the default cache when `smolvlm data
+    cache` stored them (the same pixels either way)."""
+    from .video import video_sampling
+
+    return load_sampled(path, video_sampling(processor, fps, max_frames), cache=default_cache_dir())
+
+
 def cache_video(path: str, samplings: list[VideoSampling], backend: str, root: str | os.PathLike) -> int:
     """Decode `path` once per sampling not yet cached and store it; returns the bytes written. MediaError when the
     video is bad."""

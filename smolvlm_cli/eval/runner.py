@@ -91,11 +91,9 @@ def _frames_folder(path: Path, max_frames: int):
 def _video(path: str, processor, fps: float, max_frames: int):
     if Path(path).is_dir():
         return _frames_folder(Path(path), max_frames)
-    # the training pipeline's sampler: same frames, same prompt timestamps, from the frame cache when it has them
-    from ..data.frame_cache import default_cache_dir, load_sampled
-    from ..data.video import video_sampling
+    from ..data.frame_cache import load_model_video  # training's sampler and frame cache: same frames, timestamps
 
-    sampled = load_sampled(path, video_sampling(processor, fps, max_frames), cache=default_cache_dir())
+    sampled = load_model_video(path, processor, fps, max_frames)
     return sampled.frames, sampled.metadata()
 
 

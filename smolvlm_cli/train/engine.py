@@ -321,7 +321,8 @@ class _PhaseLoop:
         if share > DATA_WAIT_WARN and not self.warned and self.job.log:
             self.warned = True
             self.job.log.info(f"[yellow]warning[/]: training waited for data {share:.0%} of the time up to step "
-                              f"{step}; raise train.num_workers (now {self.job.recipe.train.num_workers})")
+                              f"{step}; raise train.num_workers (now {self.job.recipe.train.num_workers}), or cache the "
+                              "video frames first (smolvlm data cache)")
         return round(share, 4)
 
     def fetch(self, step: int) -> tuple[list, UserError | None]:

@@ -104,13 +104,12 @@ def test_changing_video_max_frames_misses_the_cache(processor, tmp_path, cache, 
 
 def test_training_eval_and_generate_sample_the_same_frames(processor, tmp_path, cache):
     from smolvlm_cli.eval.runner import _video, video_settings
-    from smolvlm_cli.generate import load_prompt_video
     from smolvlm_cli.recipe import load_recipe
 
     clip = write_mp4(tmp_path / "a.mp4")
     expected = [2, 7, 12, 17, 22, 27, 32, 37]  # 10 s at 4 fps, 1 fps capped at the processor's 8 frames
     training = Encoder(processor, EncodeConfig()).load_video(Video(str(clip)))  # a phase without video settings
-    generate = load_prompt_video(clip, processor)
+    generate = fc.load_model_video(clip, processor)
     frames, metadata = _video(str(clip), processor, *video_settings(processor))
     assert training.indices == generate.indices == list(metadata.frames_indices) == expected
     assert np.array_equal(training.frames, generate.frames) and np.array_equal(training.frames, frames)
