@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
 from .errors import UserError
@@ -15,7 +16,22 @@ from .errors import UserError
 if TYPE_CHECKING:
     from .train.launch import Launch
 
+
+
+class _Group(TyperGroup):
+    """Typer's group with a help flag that is False, not None, when absent: Typer 0.29 skips the pydantic coercion of
+    a flag only when its value is a bool, so a None help flag of each group on the way to a command imported pydantic
+    (45 ms) for every `smolvlm COMMAND --help`."""
+
+    def get_help_option(self, ctx):
+        option = super().get_help_option(ctx)
+        if option is not None and option.default is None:
+            option.default = False
+        return option
+
+
 app = typer.Typer(
+    cls=_Group,
     name="smolvlm",
     help="Build, train, evaluate and export SmolVLM2 vision-language models from recipe files.",
     rich_markup_mode="rich",
@@ -36,9 +52,6 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
-    # The DeepSpeed launcher puts `--local_rank=N` right after the program, before the command name, so only the
-    # app can take it; LOCAL_RANK in the environment (which the launcher also sets) is what training reads.
-    local_rank: Optional[int] = typer.Option(None, "--local_rank", hidden=True),
 ) -> None:
     _state["debug"] = debug
     if not debug:
@@ -277,7 +290,7 @@ def export(
     Console().print(f"exported to [bold]{path}[/] (AutoModelForImageTextToText / AutoProcessor load it)")
 
 
-data_app = typer.Typer(help="Built-in synthetic data, data inspection and the video frame cache.",
+data_app = typer.Typer(cls=_Group, help="Built-in synthetic data, data inspection and the video frame cache.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
@@ -329,9 +342,25 @@ def data_cache(recipe: Path = RecipeOpt, stage: str = typer.Option("video", "--s
     cli_cache(recipe, stage, set_ or [], nproc, init)
 
 
-def main() -> None:
+def without_launcher_rank(argv: list[str]) -> list[str]:
+    """`argv` less the `--local_rank=N` (or `--local_rank N`) that the DeepSpeed launcher puts right after the program,
+    before the command name. Training reads LOCAL_RANK from the environment, which the launcher also sets. Dropped
+    here rather than declared on the app: Typer coerces every root option with pydantic before a subcommand runs,
+    and importing pydantic would cost every `smolvlm COMMAND --help` 45 ms."""
+    out, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--local_rank" and i + 1 < len(argv):
+            skip = True
+        elif not arg.startswith("--local_rank="):
+            out.append(arg)
+    return out
+
+
+def main(argv: Optional[list[str]] = None) -> None:
     try:
-        app()
+        app(args=without_launcher_rank(sys.argv[1:] if argv is None else argv), prog_name="smolvlm")
     except KeyboardInterrupt:
         sys.exit(130)
 
