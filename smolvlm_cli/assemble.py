@@ -159,7 +159,7 @@ def init_model(recipe: Recipe, out: Path, force: bool = False, vision_ref: str |
 
     out = Path(out)
     check_output_dir(out, force)
-    m = recipe.model
+    m = recipe.model_section("smolvlm init")
     if vision_ref:
         m.vision.source = vision_ref
     if text_ref:

@@ -46,7 +46,8 @@ def recorded_manifest(recipe) -> dict | None:
     folder's, or that of a `--out DIR` folder the recipe's parts or sources point into
     (DIR/models/..., DIR/data/...)."""
     candidates = [default_download_dir(recipe.name) / MANIFEST_NAME]
-    paths = [recipe.model.vision.source, recipe.model.text.source, *(s.path for s in recipe.sources.values())]
+    parts = [recipe.model.vision.source, recipe.model.text.source] if recipe.model else []
+    paths = [*parts, *(s.path for s in recipe.sources.values())]
     for value in paths:
         path = Path(value).expanduser()
         if path.parent.name in ("models", "data"):

@@ -70,7 +70,7 @@ def plan_downloads(recipe, what: str = "all", stage: str | None = None) -> list[
         known = ", ".join(recipe.stages) or "none"
         raise RecipeError(f"recipe '{recipe.name}' has no stage '{stage}'", f"use one of: {known}")
     items: list[Item] = []
-    if what in ("models", "all"):
+    if what in ("models", "all") and recipe.model is not None:
         m = recipe.model
         items.append(_model_item("vision", m.vision.source, m.vision.revision))
         items.append(_model_item("text", m.text.source, m.text.revision))

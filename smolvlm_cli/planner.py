@@ -299,7 +299,7 @@ def cli_plan(recipe_path: Path, stage: str, gpus: int, gpu_memory: float, overri
         known = ", ".join(recipe.stages) or "none"
         raise RecipeError(f"recipe '{recipe_path}' has no stages.{stage}", f"use --stage with one of: {known}")
     zero = zero_setup(deepspeed or recipe.train.deepspeed)  # a bad name fails before the model is built
-    config, origins = plan_config(recipe.model)
+    config, origins = plan_config(recipe.model_section("smolvlm plan"))
     inputs = PlanInputs(
         recipe=recipe, stage=stage, gpus=gpus, gpu_memory=gpu_memory, shapes=shapes_of(config), zero=zero,
         origins=origins, counts=[count_phase(config, phase) for phase in recipe.stages[stage].phases],

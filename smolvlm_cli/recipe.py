@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .data.sources import SourceSpec
 from .errors import RecipeError
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from .recipe_base import Strict
+from .recipe_eval import EvalSettings
+from .recipe_train import MixtureEntry, Phase, Stage, TrainSettings  # noqa: F401 (imported from here)
 
 
 class RandomVision(Strict):
@@ -98,101 +97,6 @@ class ModelSection(Strict):
         return self
 
 
-PART_NAMES = ("vision", "connector", "text", "embeddings")
-
-
-class PartTraining(Strict):
-    """How one part trains in a phase. `embeddings` = the LM's input embeddings (incl. new token rows) + lm_head."""
-
-    mode: Literal["frozen", "dora", "lora", "full"] = "frozen"
-    lr: float | None = Field(default=None, gt=0)
-
-    @model_validator(mode="after")
-    def _lr_when_trained(self) -> "PartTraining":
-        if self.mode != "frozen" and self.lr is None:
-            raise ValueError(f"a part in mode '{self.mode}' needs an lr")
-        return self
-
-
-class AdapterSettings(Strict):
-    r: int = Field(default=64, gt=0)
-    alpha: float = Field(default=16, gt=0)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    target_modules: list[str] | None = Field(
-        default=None, description="module names to adapt inside the adapted parts, e.g. [q_proj, v_proj]; "
-                                  "default: every attention and MLP projection (and lm_head)")
-
-
-class Schedule(Strict):
-    type: Literal["linear", "cosine", "constant"] = "linear"
-    warmup_steps: int | None = Field(default=None, ge=0)
-    warmup_ratio: float | None = Field(default=None, ge=0, le=1)
-
-
-class MixtureEntry(Strict):
-    source: str
-    weight: float = Field(ge=0, description="percent of the phase's samples")
-    max_samples: int | None = Field(default=None, gt=0)
-    max_epochs: float | None = Field(default=None, gt=0, description="cap on passes over the source")
-
-
-class Phase(Strict):
-    name: str
-    steps: int | None = Field(default=None, gt=0, description="optimizer steps; wins over epochs when both are set")
-    epochs: float | None = Field(default=None, gt=0, description="passes over the phase's sources' rows")
-    global_batch_size: int = Field(gt=0, description="samples per optimizer step over all ranks")
-    micro_batch_size: int = Field(default=1, gt=0)
-    max_seq_len: int = Field(default=2048, gt=0)
-    packing: bool = False
-    group_by_length: bool = True
-    neftune_alpha: float | None = Field(default=None, gt=0)
-    weight_decay: float = Field(default=0.0, ge=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    grad_clip: float | None = Field(default=1.0, gt=0)
-    schedule: Schedule = Field(default_factory=Schedule)
-    parts: dict[Literal["vision", "connector", "text", "embeddings"], PartTraining]
-    adapter: AdapterSettings = Field(default_factory=AdapterSettings)
-    data: list[MixtureEntry] = Field(min_length=1)
-    video_fps: float | None = Field(default=None, gt=0, description="default: the model's processor's, as eval")
-    video_max_frames: int | None = Field(default=None, gt=0, description="default: the model's processor's")
-    gradient_checkpointing: bool = False
-
-    @model_validator(mode="after")
-    def _length_given(self) -> "Phase":
-        if self.steps is None and self.epochs is None:
-            raise ValueError(f"phase '{self.name}' needs steps or epochs")
-        return self
-
-    @model_validator(mode="after")
-    def _something_trains(self) -> "Phase":
-        if all(p.mode == "frozen" for p in self.parts.values()):
-            raise ValueError(f"phase '{self.name}' trains nothing: every part is frozen")
-        return self
-
-
-class Stage(Strict):
-    phases: list[Phase] = Field(min_length=1)
-
-
-class TrainSettings(Strict):
-    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | zero3_offload | path to a JSON config")
-    zero3_persistence_threshold: int | None = Field(
-        default=None, ge=0, description="ZeRO-3: parameters with at most this many elements stay whole on every "
-        "rank (0 partitions all); default max(10 x text hidden size, 100000)")
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    log_every: int = Field(default=1, gt=0)
-    checkpoint_every: int = Field(default=500, gt=0)
-    keep_last: int = Field(default=2, gt=0)
-    max_bad_steps: int = Field(default=3, gt=0, description="consecutive non-finite losses before stopping")
-    max_skip_fraction: float = Field(default=0.01, ge=0, le=1, description="stop if more samples are unusable")
-    num_workers: int = Field(default=0, ge=0)
-    video_backend: Literal["auto", "decord", "pyav"] = "auto"
-    group_window: int = Field(default=16, gt=0, description="micro-batches per length-grouping window")
-    tensorboard: bool = False
-    deterministic: bool = Field(default=False, description="torch's deterministic kernels (slower on GPU): the same "
-                                "run on the same hardware and versions gives the same weights")
-
-
 class SyntheticSettings(Strict):
     """Size of the built-in synthetic dataset that `synthetic:TASK` sources read (generated once, cached)."""
 
@@ -202,78 +106,12 @@ class SyntheticSettings(Strict):
     seed: int = 0
 
 
-class EvalSettings(Strict):
-    every_steps: int = Field(gt=0)
-    tasks: list[str] = Field(min_length=1)
-    limit: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=8, gt=0)
-    keep_best: int = Field(default=2, gt=0)
-    weights: dict[str, float] | None = Field(
-        default=None, description="composite weight per task (tasks not named weigh 0); default: the paper's "
-                                  "checkpoint-selection benchmarks among the tasks, else all equally")
-    dataset_paths: dict[str, str] = Field(
-        default_factory=dict, description="task -> local dataset, as `smolvlm eval --dataset-path`; default: the "
-                                          "hub, and the recipe's synthetic set for the synthetic tasks")
-    media_roots: dict[str, str] = Field(
-        default_factory=dict, description="video task -> folder of its videos, as `smolvlm eval --media-root`")
-    prompt_style: str = Field(default="lmms", description="lmms | vlmevalkit, as `smolvlm eval --prompt-style`")
-
-    @model_validator(mode="after")
-    def _weights_score_run_tasks(self) -> "EvalSettings":
-        """The composite ranks the checkpoints of periodic eval: checked here, a bad task name or weight is a recipe
-        error at load time instead of a crash (or an ignored weight) at the first eval, hours into training."""
-        from .errors import UserError
-        from .eval.tasks import PROMPT_STYLES, resolve_tasks
-
-        try:
-            run = resolve_tasks(self.tasks)
-        except UserError as e:
-            raise ValueError(f"eval.tasks: {e.message} ({e.hint})") from None
-        if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"eval.prompt_style {self.prompt_style!r} is not one of {', '.join(PROMPT_STYLES)}")
-        _check_task_paths(self, run)
-        if self.weights is None:
-            return self
-        stray = [k for k in self.weights if k not in run]
-        if stray:
-            raise ValueError(f"eval.weights names {', '.join(map(repr, stray))}, not among the tasks eval.tasks runs "
-                             f"({', '.join(run)})")
-        negative = [k for k, w in self.weights.items() if w < 0]
-        if negative:
-            raise ValueError(f"eval.weights gives {', '.join(map(repr, negative))} a negative weight")
-        if not any(w > 0 for w in self.weights.values()):
-            raise ValueError("eval.weights gives no task a positive weight, so no checkpoint could be ranked")
-        return self
-
-
-def _check_task_paths(settings: EvalSettings, run: list[str]) -> None:
-    """dataset_paths / media_roots keys name tasks eval.tasks runs; every video task run has its media folder."""
-    from .errors import UserError
-    from .eval.tasks import registry, tasks_named
-
-    def named(key: str) -> list[str]:
-        try:
-            return tasks_named(key, run)
-        except UserError:  # an unknown name is reported as a stray key, like a weight's
-            return []
-
-    for field in ("dataset_paths", "media_roots"):
-        stray = [k for k in getattr(settings, field) if not named(k)]
-        if stray:
-            raise ValueError(f"eval.{field} names {', '.join(map(repr, stray))}, not among the tasks eval.tasks "
-                             f"runs ({', '.join(run)})")
-    with_media = {n for k in settings.media_roots for n in named(k)}
-    missing = [n for n in run if registry()[n].needs_media_root and n not in with_media]
-    if missing:
-        raise ValueError(f"eval.tasks runs the video task(s) {', '.join(map(repr, missing))} but eval.media_roots "
-                         "gives no folder of their videos")
-
-
 class Recipe(Strict):
     name: str
     description: str = ""
     seed: int = 0
-    model: ModelSection
+    model: ModelSection | None = Field(default=None, description="needed by init and plan; optional when "
+                                      "training starts from a checkpoint, which it is then checked against")
     sources: dict[str, SourceSpec] = Field(default_factory=dict)
     stages: dict[Literal["vision", "video"], Stage] = Field(default_factory=dict)
     train: TrainSettings = Field(default_factory=TrainSettings)
@@ -293,6 +131,12 @@ class Recipe(Strict):
                         raise ValueError(f"stages.{stage_name} phase '{phase.name}' uses unknown source "
                                          f"'{entry.source}' (defined: {known})")
         return self
+
+    def model_section(self, needed_by: str) -> ModelSection:
+        if self.model is None:
+            raise RecipeError(f"recipe '{self.name}' has no model section, which {needed_by} needs",
+                              "add one (see recipes/smolvlm2-256m.yaml)")
+        return self.model
 
 
 def _format_loc(loc: tuple[Any, ...]) -> str:
@@ -384,12 +228,13 @@ def _resolve_relative(recipe: Recipe, base: Path) -> Recipe:
         relative = value and value.startswith((".", "..")) and (base / value).exists()
         return str((base / value).resolve()) if relative else value
 
-    for section in (recipe.model.vision, recipe.model.text):
-        section.source = local(section.source)
+    if recipe.model is not None:
+        for section in (recipe.model.vision, recipe.model.text):
+            section.source = local(section.source)
+        recipe.model.text.tokenizer = local(recipe.model.text.tokenizer)
     for spec in recipe.sources.values():
         for attr in ("path", "media_root"):
             setattr(spec, attr, local(getattr(spec, attr)))
-    recipe.model.text.tokenizer = local(recipe.model.text.tokenizer)
     for paths in (recipe.eval.dataset_paths, recipe.eval.media_roots) if recipe.eval else ():
         paths.update({key: local(value) for key, value in paths.items()})
     return recipe

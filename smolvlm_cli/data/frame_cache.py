@@ -240,9 +240,10 @@ def phase_sampling(recipe, phase, processor=None) -> VideoSampling:
 
     if processor is not None:
         return video_sampling(processor, phase.video_fps, phase.video_max_frames)
-    p = recipe.model.processor
+    m = recipe.model_section("sampling videos without a model folder (--init)")
+    p = m.processor
     return VideoSampling(float(phase.video_fps or p.video_fps), int(phase.video_max_frames or p.video_max_frames),
-                         p.video_longest_edge or recipe.model.vision.image_size, 1)
+                         p.video_longest_edge or m.vision.image_size, 1)
 
 
 def stage_videos(recipe, stage: str, processor=None, notes: list[str] | None = None) -> dict[str, list[VideoSampling]]:

@@ -70,6 +70,8 @@ def check_model_section(recipe: Recipe, init_dir: Path, name: str | None = None)
     training starts from (fields the recipe leaves unset are not compared)."""
     from transformers import AutoConfig
 
+    if recipe.model is None:
+        return
     config = AutoConfig.from_pretrained(init_dir)  # the values in effect: a config.json leaves defaults out
     wrong = []
     for key, path in MODEL_FIELDS:

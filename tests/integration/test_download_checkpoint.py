@@ -213,6 +213,19 @@ def test_recipe_model_section_disagreeing_with_the_checkpoint_stops(cli, tiny_mo
     assert not (tmp_path / "run").exists()
 
 
+def test_a_recipe_without_a_model_section_cannot_init(cli, tmp_path):
+    import yaml
+
+    data = yaml.safe_load(Path(TINY_RECIPE).read_text())
+    del data["model"]
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump({**data, "name": "no-model"}))
+    assert load_recipe(tmp_path / "r.yaml").model is None
+    res = cli("init", "--recipe", tmp_path / "r.yaml", "--out", tmp_path / "m")
+    assert (res.exit_code, res.stderr.strip()) == (2, "error: recipe 'no-model' has no model section, which smolvlm "
+                                                      "init needs - add one (see recipes/smolvlm2-256m.yaml)")
+    assert not (tmp_path / "m").exists()
+
+
 def test_check_model_section_compares_only_what_the_recipe_states(tiny_model_dir):
     check_model_section(load_recipe(TINY_RECIPE), tiny_model_dir)  # the recipe the tiny model was built from
     check_model_section(load_recipe(TINY_RECIPE, ["model.vision.hidden_size=null", "model.text.hidden_size=null",

@@ -17,13 +17,11 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 LORA = ROOT / "recipes" / "finetune-lora.yaml"
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 20)}
-TINY_MODEL = ["model.vision.image_size=64", "model.vision.patch_size=8", "model.vision.hidden_size=64",
-              "model.text.hidden_size=64", "model.scale_factor=2", "model.max_position_embeddings=2048"]
 
 
 def tiny_sets(steps: int) -> list[str]:
     phase = "stages.vision.phases.0"
-    sets = [*TINY_MODEL, f"{phase}.steps={steps}", f"{phase}.global_batch_size=8", f"{phase}.micro_batch_size=4",
+    sets = [f"{phase}.steps={steps}", f"{phase}.global_batch_size=8", f"{phase}.micro_batch_size=4",
             f"{phase}.max_seq_len=256", f"{phase}.schedule.warmup_steps=1", f"{phase}.parts.text.lr=1.0e-2",
             f"{phase}.parts.connector.lr=1.0e-2", "train.checkpoint_every=100"]
     return [a for s in sets for a in ("--set", s)]

@@ -160,14 +160,12 @@ def test_finetune_recipes_need_data(tmp_path):
         prepare(LORA, "vision", [], None, ["nope.csv"])
 
 
-def test_finetune_recipes_describe_the_256m_checkpoint(tmp_path):
+def test_finetune_recipes_fit_any_checkpoint_and_use_the_notebooks_settings(tmp_path):
     png(tmp_path / "0.png")
     data = write_csv(tmp_path / "a.csv", [{"image": "0.png", "question": "q", "answer": "a"}])
     for name, stage in (("lora", "vision"), ("dora", "vision"), ("full", "vision"), ("video", "video")):
         recipe = prepare(ROOT / "recipes" / f"finetune-{name}.yaml", stage, [], None, [data])
-        m = recipe.model
-        assert (m.vision.image_size, m.vision.patch_size, m.vision.hidden_size, m.text.hidden_size, m.scale_factor,
-                m.max_position_embeddings, m.rope_theta) == (512, 16, 768, 576, 4, 8192, 100000)
+        assert recipe.model is None  # nothing to check against --init: 256M, 500M and 2.2B alike
         phase = recipe.stages[stage].phases[0]
         assert phase.parts["vision"].mode == "frozen" and phase.parts["connector"].mode == "full"
         assert (phase.parts["text"].mode, phase.parts["text"].lr) == (
