@@ -89,6 +89,8 @@ class TrainSettings(Strict):
         default=None, ge=0, description="ZeRO-3: parameters with at most this many elements stay whole on every "
         "rank (0 partitions all); default max(10 x text hidden size, 100000)")
     precision: Literal["auto", "bf16", "fp32"] = "auto"
+    optimizer: Literal["adamw", "adamw_8bit", "paged_adamw_8bit"] = Field(
+        default="adamw", description="adamw (torch / DeepSpeed), or bitsandbytes' 8-bit AdamW, paged or not")
     log_every: int = Field(default=1, gt=0)
     checkpoint_every: int = Field(default=500, gt=0)
     keep_last: int = Field(default=2, gt=0)
