@@ -14,8 +14,9 @@ MANIFEST_FORMAT = 1
 
 
 def default_download_dir(recipe_name: str) -> Path:
-    base = Path(os.environ.get("SMOLVLM_CACHE") or Path.home() / ".cache" / "smolvlm")
-    return base / "downloads" / recipe_name
+    from .fsutil import cache_root
+
+    return cache_root() / "downloads" / recipe_name
 
 
 def read_manifest(path: str | os.PathLike) -> dict:

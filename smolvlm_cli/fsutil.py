@@ -12,6 +12,11 @@ from pathlib import Path
 from .errors import OutputError
 
 
+def cache_root() -> Path:
+    """$SMOLVLM_CACHE, default ~/.cache/smolvlm: downloads, synthetic data, the frame cache, converted checkpoints."""
+    return Path(os.environ.get("SMOLVLM_CACHE") or Path.home() / ".cache" / "smolvlm")
+
+
 def check_output_dir(out: Path, force: bool) -> None:
     """Fail early, before any heavy work, if `out` cannot be (re)placed."""
     if out.exists() and not out.is_dir():

@@ -31,7 +31,9 @@ class CorruptEntry(Exception):
 def default_cache_dir() -> Path:
     """Where `smolvlm data cache` writes and training, eval and generate look: $SMOLVLM_CACHE/frames (default
     ~/.cache/smolvlm/frames), beside the synthetic data and the downloads."""
-    return Path(os.environ.get("SMOLVLM_CACHE") or Path.home() / ".cache" / "smolvlm") / "frames"
+    from ..fsutil import cache_root
+
+    return cache_root() / "frames"
 
 
 def cache_dir(setting: str | os.PathLike | bool | None) -> Path | None:

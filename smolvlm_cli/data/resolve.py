@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import tempfile
 from dataclasses import replace
 from pathlib import Path
 
 from ..errors import RecipeError
+from ..fsutil import cache_root
 
 SYNTHETIC_PREFIX = "synthetic:"
 
@@ -25,7 +25,7 @@ def synthetic_root(settings=None, cache_dir: str | Path | None = None) -> Path:
     conf = (settings or SyntheticSettings()).model_dump()
     keyed = {**conf, "version": DATASET_VERSION}  # a new version of the generator writes a fresh copy
     key = hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:12]
-    base = Path(cache_dir or os.environ.get("SMOLVLM_CACHE", Path.home() / ".cache" / "smolvlm"))
+    base = Path(cache_dir) if cache_dir else cache_root()
     root = base / "synthetic" / key
     if (root / "done.json").is_file():
         return root

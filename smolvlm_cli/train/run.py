@@ -30,13 +30,14 @@ def resolve_init(init: str | Path) -> Path:
                         "checkpoint fetched by `smolvlm download --model ID`")
     model_type = json.loads(config.read_text()).get("model_type")
     name = ref if from_hub else str(init)
-    if model_type == "idefics3":
-        raise UserError(f"'{name}' is an Idefics3 (SmolVLM v1) checkpoint, which training does not support yet",
-                        "start from a SmolVLM2 checkpoint (model_type smolvlm), e.g. "
-                        "HuggingFaceTB/SmolVLM2-256M-Video-Instruct")
+    if model_type == "idefics3":  # SmolVLM v1: trained from a SmolVLM copy (same weights), made once
+        from ..idefics3 import converted_idefics3
+
+        return converted_idefics3(init)
     if model_type != "smolvlm":
         raise UserError(f"'{name}' is not a SmolVLM model folder (model_type {model_type})",
-                        "pass the folder written by `smolvlm init` or a SmolVLM2 checkpoint")
+                        "pass the folder written by `smolvlm init`, a SmolVLM2 or an Idefics3 (SmolVLM v1) "
+                        "checkpoint")
     return init
 
 

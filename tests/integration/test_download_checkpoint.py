@@ -240,13 +240,9 @@ def test_check_model_section_compares_only_what_the_recipe_states(tiny_model_dir
         "model.max_position_embeddings is 8192 but checkpoint org/x has text_config.max_position_embeddings 2048")
 
 
-def test_idefics3_and_other_checkpoints_are_refused(tmp_path, tiny_model_dir):
+def test_other_checkpoints_are_refused(tmp_path, tiny_model_dir):
     v1 = tmp_path / "v1"
     shutil.copytree(tiny_model_dir, v1)
-    config = json.loads((v1 / "config.json").read_text())
-    (v1 / "config.json").write_text(json.dumps({**config, "model_type": "idefics3"}))
-    with pytest.raises(UserError, match=r"is an Idefics3 \(SmolVLM v1\) checkpoint, which training does not support"):
-        resolve_init(v1)
     (v1 / "config.json").write_text(json.dumps({"model_type": "llama"}))
     with pytest.raises(UserError, match=r"is not a SmolVLM model folder \(model_type llama\)"):
         resolve_init(v1)
