@@ -9,6 +9,7 @@ import zlib
 from collections import defaultdict
 
 from . import metrics as m
+from . import metrics_open as mo
 from .tasks import (BuildContext, Item, Task, TaskResult, group_means, image_then_text, letters, mean, micro,
                     row_id, text_part, to_pil)
 
@@ -167,7 +168,7 @@ def _mmmu(row: dict, ctx: BuildContext) -> Item:
 
 def _mmmu_score(pred: str, item: Item) -> float:
     meta = item.meta
-    return m.mmmu_score(pred, meta["question_type"], meta["options"], meta["answer"], meta["seed"])
+    return mo.mmmu_score(pred, meta["question_type"], meta["options"], meta["answer"], meta["seed"])
 
 
 # --------------------------------------------------------------------------------------------- MathVista
@@ -214,7 +215,7 @@ def _mathvista(row: dict, ctx: BuildContext) -> Item:
 
 def _mathvista_score(pred: str, item: Item) -> float:
     meta = item.meta
-    return m.mathvista_score(pred, meta["question_type"], meta["answer_type"], meta["choices"], meta["answer"],
+    return mo.mathvista_score(pred, meta["question_type"], meta["answer_type"], meta["choices"], meta["answer"],
                              meta["precision"])
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from smolvlm_cli.eval import metrics as m
+from smolvlm_cli.eval import metrics_open as mo
 
 # --------------------------------------------------------------------------------------------- edit distance, ANLS
 
@@ -199,41 +200,41 @@ MMMU_OPTS = ["cat", "dog", "bird", "fish"]
     ("I am sure that the correct one is the dog", "B"),
 ])
 def test_mmmu_parse_choice(pred, letter):
-    assert m.mmmu_parse_choice(pred, MMMU_OPTS) == letter
+    assert mo.mmmu_parse_choice(pred, MMMU_OPTS) == letter
 
 
 def test_mmmu_parse_choice_fallback_is_seeded():
-    picks = {m.mmmu_parse_choice("hmm", MMMU_OPTS, seed=s) for s in range(20)}
+    picks = {mo.mmmu_parse_choice("hmm", MMMU_OPTS, seed=s) for s in range(20)}
     assert picks <= set("ABCD") and len(picks) > 1
-    assert m.mmmu_parse_choice("hmm", MMMU_OPTS, seed=3) == m.mmmu_parse_choice("hmm", MMMU_OPTS, seed=3)
+    assert mo.mmmu_parse_choice("hmm", MMMU_OPTS, seed=3) == mo.mmmu_parse_choice("hmm", MMMU_OPTS, seed=3)
 
 
 def test_mmmu_parse_open():
-    assert m.mmmu_parse_open("The answer is 42.") == [42.0]
-    assert m.mmmu_parse_open("1,234") == [1234.0, 234.0]
-    assert m.mmmu_parse_open("It is Paris") == ["paris"]
-    assert m.mmmu_parse_open("x = 3.14159") == [3.14]
-    assert m.mmmu_parse_open("b") == [" b", "b "]
+    assert mo.mmmu_parse_open("The answer is 42.") == [42.0]
+    assert mo.mmmu_parse_open("1,234") == [1234.0, 234.0]
+    assert mo.mmmu_parse_open("It is Paris") == ["paris"]
+    assert mo.mmmu_parse_open("x = 3.14159") == [3.14]
+    assert mo.mmmu_parse_open("b") == [" b", "b "]
 
 
 def test_mmmu_extract_numbers():
     # the plain-number pattern also finds the tails "234" and "3" (as the official code does)
-    assert m.mmmu_extract_numbers("1,234 and 5e3 and -7.5 and 8") == ["1,234", "5e3", "234", "3", "-7.5", "8"]
+    assert mo.mmmu_extract_numbers("1,234 and 5e3 and -7.5 and 8") == ["1,234", "5e3", "234", "3", "-7.5", "8"]
 
 
 def test_mmmu_eval_open():
-    assert m.mmmu_eval_open("42", [42.0]) == 1.0
-    assert m.mmmu_eval_open("1234", m.mmmu_parse_open("1,234")) == 1.0
-    assert m.mmmu_eval_open("paris", m.mmmu_parse_open("It is Paris")) == 1.0
-    assert m.mmmu_eval_open("b", ["about"]) == 0.0  # single letters are padded so they cannot match inside words
-    assert m.mmmu_eval_open("b", m.mmmu_parse_open("b")) == 1.0
-    assert m.mmmu_eval_open(["7", "seven"], m.mmmu_parse_open("seven")) == 1.0
+    assert mo.mmmu_eval_open("42", [42.0]) == 1.0
+    assert mo.mmmu_eval_open("1234", mo.mmmu_parse_open("1,234")) == 1.0
+    assert mo.mmmu_eval_open("paris", mo.mmmu_parse_open("It is Paris")) == 1.0
+    assert mo.mmmu_eval_open("b", ["about"]) == 0.0  # single letters are padded so they cannot match inside words
+    assert mo.mmmu_eval_open("b", mo.mmmu_parse_open("b")) == 1.0
+    assert mo.mmmu_eval_open(["7", "seven"], mo.mmmu_parse_open("seven")) == 1.0
 
 
 def test_mmmu_score():
-    assert m.mmmu_score("(B)", "multiple-choice", MMMU_OPTS, "B") == 1.0
-    assert m.mmmu_score("(B)", "multiple-choice", MMMU_OPTS, "C") == 0.0
-    assert m.mmmu_score("so the result is 3.14", "open", [], "3.14") == 1.0
+    assert mo.mmmu_score("(B)", "multiple-choice", MMMU_OPTS, "B") == 1.0
+    assert mo.mmmu_score("(B)", "multiple-choice", MMMU_OPTS, "C") == 0.0
+    assert mo.mmmu_score("so the result is 3.14", "open", [], "3.14") == 1.0
 
 
 # --------------------------------------------------------------------------------------------- MathVista
@@ -245,7 +246,7 @@ CH = ["3/11", "8/11", "6/11", "3/5"]
                                         ("8/12", 1.0),   # the closest choice by edit distance
                                         ("A", 0.0), ("A triangle", 0.0)])
 def test_mathvista_multi_choice(pred, score):
-    assert m.mathvista_score(pred, "multi_choice", "text", CH, "8/11") == score
+    assert mo.mathvista_score(pred, "multi_choice", "text", CH, "8/11") == score
 
 
 @pytest.mark.parametrize("pred,answer,atype,precision,score", [
@@ -258,11 +259,11 @@ def test_mathvista_multi_choice(pred, score):
     ("[2007, 2008]", "[2007, 2008]", "list", None, 1.0),
 ])
 def test_mathvista_free_form(pred, answer, atype, precision, score):
-    assert m.mathvista_score(pred, "free_form", atype, None, answer, precision) == score
+    assert mo.mathvista_score(pred, "free_form", atype, None, answer, precision) == score
 
 
 def test_mathvista_quoted_answer_rule():
-    assert m.mathvista_extract('The answer is "12".', "free_form", "integer", None) == "12"
+    assert mo.mathvista_extract('The answer is "12".', "free_form", "integer", None) == "12"
 
 
 # --------------------------------------------------------------------------------------------- TempCompass
