@@ -53,6 +53,7 @@ def test_tiny_init_via_cli_prints_summary_and_writes_folder(cli, tmp_path):
     assert config["model_type"] == "smolvlm" and config["scale_factor"] == 2
     assert config["text_config"]["vocab_size"] % 128 == 0
     assert config["text_config"]["rope_parameters"]["rope_theta"] == 100000
+    assert config["text_config"]["architectures"] == ["VLlama3ForCausalLM"]  # as released: llama.cpp reads it
 
 
 @pytest.mark.parametrize("layout", ["full", "vision"])
