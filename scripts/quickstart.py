@@ -1,5 +1,5 @@
-# The quickstart: the tiny recipe end to end on built-in data (init, eval, train-vision, train-video, eval, export),
-# then a table of held-out accuracy before and after training. Run by `make quickstart` (`SEED=N` for another seed).
+# The quickstart: the tiny recipe end to end on built-in data (init, eval, train-vision, train-video, eval, export,
+# report), then a table of held-out accuracy before and after training. `make quickstart` runs it (`SEED=N`: a seed).
 from __future__ import annotations
 
 import json
@@ -58,6 +58,7 @@ def main() -> None:
             *seed)
     scores["video stage"] = evaluate(RUN / "video", "video")
     smolvlm("export", RUN / "video", "--out", RUN / "export", "--dtype", "float32")
+    smolvlm("report", RUN / "video", "--out", RUN / "report")  # the video run brings the vision run it continues
 
     (RUN / "table.json").write_text(json.dumps({"seed": int(SEED), "scores": scores}, indent=1))
     table = Table(title="held-out accuracy (synthetic test splits)", title_justify="left")
@@ -68,6 +69,7 @@ def main() -> None:
         table.add_row(task, *(f"{scores[n][task]:.2f}" for n in scores))
     console.print(table)
     console.print(f"exported model: [bold]{RUN / 'export'}[/]   total time {time.time() - start:.0f} s")
+    console.print(f"training report: [bold]{RUN / 'report' / 'report.html'}[/] (plots of both stages)")
 
 
 if __name__ == "__main__":

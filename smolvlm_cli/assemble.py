@@ -10,6 +10,10 @@ from .errors import PartError
 from .parts import Part, load_text, load_vision_state, resolve_text, resolve_vision
 from .recipe import ModelSection, Recipe, dump_recipe
 
+# As in the released SmolVLM2 configs' text_config: converters (llama.cpp's convert_hf_to_gguf.py) pick the text
+# model's class from it. The label comes from the SmolVLM training code; the graph is plain Llama.
+TEXT_ARCHITECTURES = ("VLlama3ForCausalLM",)
+
 INIT_MANIFEST = "smolvlm_init.json"
 
 
@@ -62,9 +66,7 @@ def build_config(model: ModelSection, vision_config, lm_config, vocab_size: int,
     for key in ("quantization_config", "_name_or_path", "architectures", "transformers_version", "dtype"):
         text.pop(key, None)
     text["vocab_size"] = vocab_size
-    # As in the released SmolVLM2 configs: converters (llama.cpp's convert_hf_to_gguf.py) pick the text model's
-    # class from it. The label comes from the SmolVLM training code; the graph is plain Llama.
-    text["architectures"] = ["VLlama3ForCausalLM"]
+    text["architectures"] = list(TEXT_ARCHITECTURES)
     text["tie_word_embeddings"] = model.tie_word_embeddings
     text["pad_token_id"] = pad_id
     if model.rope_theta is not None:

@@ -1,37 +1,21 @@
-# The `smolvlm` Typer app. Each command parses its options and calls one function of a module.
+# The `smolvlm` Typer app. Each command parses its options and calls one function of a module; the train commands
+# live in cli_train.py, the `data` commands in cli_data.py.
 # No torch / transformers / deepspeed import at module level: `--help` must stay fast.
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import Optional
 
 import typer
-from typer.core import TyperGroup
 
 from . import __version__
-from .errors import UserError
-
-if TYPE_CHECKING:
-    from .train.launch import Launch
-
-
-
-class _Group(TyperGroup):
-    """Typer's group with a help flag that is False, not None, when absent: Typer 0.29 skips the pydantic coercion of
-    a flag only when its value is a bool, so a None help flag of each group on the way to a command imported pydantic
-    (45 ms) for every `smolvlm COMMAND --help`."""
-
-    def get_help_option(self, ctx):
-        option = super().get_help_option(ctx)
-        if option is not None and option.default is None:
-            option.default = False
-        return option
-
+from .cli_common import DEBUG, RecipeOpt, SetOpt, SmolGroup, user_errors
+from .cli_data import data_app
+from .cli_train import DeepspeedOpt, add_train_commands
 
 app = typer.Typer(
-    cls=_Group,
+    cls=SmolGroup,
     name="smolvlm",
     help="Build, train, evaluate and export SmolVLM2 vision-language models from recipe files.",
     rich_markup_mode="rich",
@@ -39,7 +23,6 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-_state = {"debug": False}
 
 
 def _version(value: bool) -> None:
@@ -53,8 +36,9 @@ def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks for errors."),
 ) -> None:
-    _state["debug"] = debug
+    DEBUG["debug"] = debug
     if not debug:
+        import logging
         import os
         import warnings
 
@@ -63,35 +47,8 @@ def _root(
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # our own Rich output says what happens
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         warnings.filterwarnings("ignore", category=FutureWarning)
-
-
-def user_errors(fn):
-    """Print a UserError as one red line (hint included) and exit 2; --debug re-raises it. In the ranks of a
-    launch, errors.hand_off decides who prints, so that a launch reports one error once."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as e:
-            if _state["debug"]:
-                raise
-            from .errors import hand_off
-
-            show, code = hand_off(e)
-            if show:
-                from rich.console import Console
-
-                colour = "yellow" if e.label == "stopped" else "red"
-                Console(stderr=True, soft_wrap=True).print(f"[bold {colour}]{e.label}:[/] {e.one_line()}",
-                                                           markup=True, highlight=False)
-            raise typer.Exit(code) from None
-
-    return wrapper
-
-
-RecipeOpt = typer.Option(..., "--recipe", "-r", help="Recipe YAML, e.g. recipes/tiny.yaml.", show_default=False)
-SetOpt = typer.Option(None, "--set", help="Override a recipe field: key.path=value (repeatable).")
+        # bitsandbytes (imported by peft) warns at import on CPUs its optional kernel package does not cover
+        logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 @app.command()
@@ -155,68 +112,7 @@ def generate(
     cli_generate(model, prompt, image or [], video, max_new_tokens)
 
 
-def _train(stage: str, recipe: Path, init: Path, out: Path, set_: Optional[list[str]], max_steps: Optional[int],
-           launch: Launch, deepspeed: Optional[str], dry_run: bool, data: Optional[list[Path]] = None) -> None:
-    if dry_run:
-        from .data.inspect import inspect_stage
-        from .train.run import with_data
-
-        inspect_stage(recipe, stage, init, with_data(recipe, stage, set_ or [], data), max_steps)
-        return
-    from .train.run import train_stage
-
-    code = train_stage(recipe, stage, init, out, set_ or [], max_steps, launch, deepspeed, data or None)
-    if code:
-        raise typer.Exit(code)
-
-
-InitOpt = typer.Option(..., "--init", help="Model folder from `smolvlm init`, a finished run folder, or the hub id "
-                                           "of a checkpoint fetched by `smolvlm download --model ID`.")
-OutOpt = typer.Option(..., "--out", "-o", help="Run folder (checkpoints, phase models, metrics.jsonl).")
-MaxStepsOpt = typer.Option(None, "--max-steps", help="Cap every phase at this many optimizer steps.")
-NprocOpt = typer.Option(1, "--nproc", help="Processes on this machine, or on each node with --nnodes (relaunches "
-                                           "itself under torchrun).")
-NnodesOpt = typer.Option(1, "--nnodes", help="Multi-node torchrun: run the same command on every node, each with "
-                                             "its --node-rank and node 0's --master-addr.")
-NodeRankOpt = typer.Option(None, "--node-rank", help="This node's number, 0..nodes-1 (--nnodes, or --hostfile with "
-                                                     "--no-ssh).")
-MasterAddrOpt = typer.Option(None, "--master-addr", help="Address of node 0, which every node can reach.")
-MasterPortOpt = typer.Option(None, "--master-port", help="Free port on node 0, the same on every node "
-                                                         "(default 29500).")
-HostfileOpt = typer.Option(None, "--hostfile", help="DeepSpeed hostfile ('HOST slots=N' lines): the DeepSpeed "
-                                                    "launcher starts every node over ssh (pdsh).")
-NoSshOpt = typer.Option(False, "--no-ssh", help="With --hostfile: start only this node's processes; run on every "
-                                                "node with --node-rank and --master-addr.")
-DeepspeedOpt = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3_offload | path to your JSON "
-                                                      "config.")
-DryRunOpt = typer.Option(False, "--dry-run", help="Report the data mixture, lengths and efficiency; no training.")
-DataOpt = typer.Option(None, "--data", help="Train on this JSONL or CSV file, or image folder with metadata.jsonl / "
-                                             ".csv, instead of the recipe's data (every phase of the stage); repeat "
-                                             "to mix several by row count.")
-
-
-def _train_command(stage: str, doc: str):
-    @user_errors
-    def command(recipe: Path = RecipeOpt, init: Path = InitOpt, out: Path = OutOpt,
-                set_: Optional[list[str]] = SetOpt, max_steps: Optional[int] = MaxStepsOpt, nproc: int = NprocOpt,
-                nnodes: int = NnodesOpt, node_rank: Optional[int] = NodeRankOpt,
-                master_addr: Optional[str] = MasterAddrOpt, master_port: Optional[int] = MasterPortOpt,
-                hostfile: Optional[Path] = HostfileOpt, no_ssh: bool = NoSshOpt,
-                deepspeed: Optional[str] = DeepspeedOpt, dry_run: bool = DryRunOpt,
-                data: Optional[list[Path]] = DataOpt) -> None:
-        from .train.launch import Launch
-
-        launch = Launch(nproc, nnodes, node_rank, master_addr, master_port, hostfile, no_ssh)
-        _train(stage, recipe, init, out, set_, max_steps, launch, deepspeed, dry_run, data)
-
-    command.__doc__ = doc
-    app.command(f"train-{stage}")(command)
-
-
-_train_command("vision", "Run the recipe's vision stage (its phases in order) with DeepSpeed; resumes from OUT's "
-                         "checkpoints.")
-_train_command("video", "Run the recipe's video stage from a vision-stage run (or a model folder); resumes from "
-                        "OUT's checkpoints.")
+add_train_commands(app)
 
 
 @app.command()
@@ -254,8 +150,16 @@ def eval_(
                                      help="lmms (lmms-eval's prompts) or vlmevalkit (the paper's numbers')."),
     max_new_tokens: Optional[int] = typer.Option(None, "--max-new-tokens", help="Cap every task's answer length."),
     list_tasks: bool = typer.Option(False, "--list", help="List the tasks with their datasets and exit."),
+    compare: Optional[tuple[Path, Path]] = typer.Option(
+        None, "--compare", help="A.json B.json: print each task's score in both results files (ours or "
+                                        "lmms-eval's) and B - A, then exit."),
 ) -> None:
     """Score a SmolVLM on the SmolVLM paper's benchmarks and the synthetic tasks with the official scoring."""
+    if compare and compare[0] is not None:
+        from .eval.report import print_compare
+
+        print_compare(*compare)
+        return
     from .eval.runner import cli_eval
 
     if model is not None and (Path(model) / "run.json").is_file():
@@ -277,7 +181,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Folder to write the Hugging Face model to."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="best | last | STEP (for a run folder)."),
     merge_adapters: bool = typer.Option(True, "--merge-adapters/--keep-adapters",
-                                        help="Merge DoRA/LoRA into the weights, or write them as a peft adapter."),
+                                        help="Merge DoRA/LoRA/QLoRA into the weights (QLoRA: de-quantised), or "
+                                             "write them as a peft adapter."),
     dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 | float16 | float32"),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
 ) -> None:
@@ -286,60 +191,28 @@ def export(
 
     from .export import export as run_export
 
-    path = run_export(source, out, checkpoint=checkpoint, merge=merge_adapters, dtype=dtype, force=force)
-    Console().print(f"exported to [bold]{path}[/] (AutoModelForImageTextToText / AutoProcessor load it)")
+    console = Console()
+    path = run_export(source, out, checkpoint=checkpoint, merge=merge_adapters, dtype=dtype, force=force,
+                      say=console.print)
+    console.print(f"exported to [bold]{path}[/] (AutoModelForImageTextToText / AutoProcessor load it)")
 
 
-data_app = typer.Typer(cls=_Group, help="Built-in synthetic data, data inspection and the video frame cache.",
-                       no_args_is_help=True)
-app.add_typer(data_app, name="data")
-
-
-@data_app.command("synth")
+@app.command()
 @user_errors
-def data_synth(
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the synthetic dataset to."),
-    train: int = typer.Option(400, "--train", help="Training examples per task."),
-    test: int = typer.Option(100, "--test", help="Held-out examples per task."),
-    seed: int = typer.Option(0, "--seed"),
-    image_size: int = typer.Option(64, "--image-size"),
-    force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
+def report(
+    runs: list[Path] = typer.Argument(..., help="Run folders (a video run brings the vision run it continues); a "
+                                                "folder of runs stands for its runs. Several overlay."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.html and the PNG plots."),
 ) -> None:
-    """Write the built-in synthetic dataset (PNG images, mp4 videos, JSONL; Cauldron and LLaVA mirrors)."""
+    """Plot runs (also one still training): loss, learning rates, throughput, memory, skips, mixture, evals."""
     from rich.console import Console
 
-    from .data.synthetic import write_synthetic
-    from .fsutil import atomic_output_dir
+    from .runreport.render import write_report
 
-    with atomic_output_dir(out, force) as tmp:
-        counts = write_synthetic(tmp, train, test, seed=seed, image_size=image_size)
-    Console().print(f"wrote {sum(counts['train'].values())} train and {sum(counts['test'].values())} test examples "
-                    f"({len(counts['train'])} tasks) to [bold]{out}[/]")
+    Console().print(f"report: [bold]{write_report(runs, out)}[/] (opens offline; PNGs beside it)")
 
 
-@data_app.command("inspect")
-@user_errors
-def data_inspect(recipe: Path = RecipeOpt, stage: str = typer.Option("vision", "--stage", help="vision | video"),
-                 init: Path = InitOpt, set_: Optional[list[str]] = SetOpt,
-                 samples: int = typer.Option(512, "--samples", help="Samples to draw per phase.")) -> None:
-    """Report a stage's data per phase: sources, modalities, token lengths, skipped samples, batch efficiency."""
-    from .data.inspect import inspect_stage
-
-    inspect_stage(recipe, stage, init, set_ or [], None, n_samples=samples)
-
-
-@data_app.command("cache")
-@user_errors
-def data_cache(recipe: Path = RecipeOpt, stage: str = typer.Option("video", "--stage", help="vision | video"),
-               nproc: int = typer.Option(1, "--nproc", help="Worker processes decoding in parallel."),
-               init: Optional[Path] = typer.Option(None, "--init", help="Model or run folder whose processor "
-                                                   "settings to use (default: those init builds from the recipe)."),
-               set_: Optional[list[str]] = SetOpt) -> None:
-    """Decode every video of a stage's sources once, with each phase's sampling, into the frame cache
-    ($SMOLVLM_CACHE/frames) that training and generate read. Resumable; corrupt videos are listed."""
-    from .data.frame_cache import cli_cache
-
-    cli_cache(recipe, stage, set_ or [], nproc, init)
+app.add_typer(data_app, name="data")
 
 
 def without_launcher_rank(argv: list[str]) -> list[str]:

@@ -88,18 +88,35 @@ def load_for_export(source: Source, merge: bool = True):
         model = AutoModelForImageTextToText.from_pretrained(source.path, dtype=torch.float32)
         recipe = _run_info(source.run)[1] if source.run else None
         return model, source.path, recipe
+    from .train.consolidate import build_model, load_phase_state, merged_model
+
+    phase, start, recipe = _phase_of(source)
+    state = checkpoint_state(source.path)
+    if merge:
+        return merged_model(state, start, phase), start, recipe
+    return load_phase_state(build_model(start, phase), state).eval(), start, recipe
+
+
+def checkpoint_state(path: Path) -> dict:
+    """A DeepSpeed checkpoint's weights in fp32. ZeRO 1-3: DeepSpeed's zero_to_fp32 (the trained parameters from
+    the fp32 optimizer partitions); ZeRO off keeps the whole module in its model-states file. A QLoRA phase's
+    frozen 4-bit weights (packed bytes + quant state, which zero_to_fp32 does not carry) come from that file too."""
+    import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
     from .train.checkpoint import DS_TAG
-    from .train.consolidate import build_model, merged_model
+    from .train.quantize import is_quantized
 
-    phase, start, recipe = _phase_of(source)
-    state = get_fp32_state_dict_from_zero_checkpoint(str(source.path), tag=DS_TAG)
-    if merge:
-        return merged_model(state, start, phase), start, recipe
-    model = build_model(start, phase)
-    model.load_state_dict(state, strict=False)
-    return model.eval(), start, recipe
+    folder = path / DS_TAG
+    saved = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    module = {k: v.float() if v.is_floating_point() else v for k, v in saved["module"].items()}
+    if not any(folder.glob("*optim_states.pt")):  # ZeRO off: no partitions to consolidate
+        return module
+    state = get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
+    if not is_quantized(module):
+        return state
+    trained = {name for group in saved["param_shapes"] for name in group}
+    return {**module, **{k: state[k] for k in trained}}
 
 
 def model_card(recipe, source: Source, run: Path | None) -> str:
@@ -132,24 +149,60 @@ def model_card(recipe, source: Source, run: Path | None) -> str:
     return "\n".join(lines)
 
 
+def adapters_note(phase, source: Source, keep: bool, out: Path) -> str | None:
+    """What export did with the adapters, for the user (None when the source had none to speak of)."""
+    if phase is None:  # a model folder: a finished phase's adapters were merged when it ended
+        return f"'{source.path}' is a model folder: nothing to keep, any adapters were merged when its phase " \
+               "ended; to keep them, export a checkpoint of the run (--checkpoint STEP)" if keep else None
+    modes = {p.mode for p in phase.parts.values()}
+    if not modes & {"dora", "lora", "qlora"}:
+        return None
+    kind = "QLoRA" if "qlora" in modes else "DoRA" if "dora" in modes else "LoRA"
+    base = "the de-quantised NF4 weights" if "qlora" in modes else "the base weights"
+    if keep:
+        return f"{kind} adapters kept as a peft adapter in {Path(out) / 'adapter'}; the model beside it holds {base}"
+    return f"{kind} adapters merged into {base}"
+
+
+def released_config_keys(folder: Path) -> None:
+    """The config keys the released SmolVLM2 configs carry that other tools read, added where a model lacks them
+    (one initialised before init wrote them): text_config.architectures, from which llama.cpp's converter picks the
+    text model's class."""
+    from .assemble import TEXT_ARCHITECTURES
+
+    path = folder / "config.json"
+    config = json.loads(path.read_text())
+    if not config.get("text_config", {}).get("architectures"):
+        config.setdefault("text_config", {})["architectures"] = list(TEXT_ARCHITECTURES)
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def export(target: Path, out: Path, checkpoint: str = "last", merge: bool = True, dtype: str = "bfloat16",
-           force: bool = False) -> Path:
+           force: bool = False, say=None) -> Path:
+    """`say`, when given, gets one line on what happened to the phase's adapters (merged, or kept and where)."""
     import copy
 
     from .fsutil import check_output_dir
-    from .train.consolidate import write_model_folder
+    from .train.consolidate import record_video_sampling, write_model_folder
 
     if dtype not in DTYPES:
         raise UserError(f"--dtype {dtype!r} is not supported", f"use one of {', '.join(DTYPES)}")
     check_output_dir(Path(out), force)
     source = resolve_source(target, checkpoint)
     phase = _phase_of(source)[0] if source.kind == "checkpoint" else None
-    keep = not merge and phase is not None and any(p.mode in ("dora", "lora") for p in phase.parts.values())
+    keep = not merge and phase is not None and any(p.mode in ("dora", "lora", "qlora") for p in phase.parts.values())
     model, start, recipe = load_for_export(source, merge=not keep)
+    note = adapters_note(phase, source, not merge, out)
+    if say is not None and note:
+        say(note)
     card = model_card(recipe, source, source.run)
+    settings = record_video_sampling(phase, recipe.images) if phase is not None and recipe is not None else None
 
     def extras(tmp: Path) -> None:
         (tmp / "README.md").write_text(card)
+        released_config_keys(tmp)
+        if settings is not None:  # a checkpoint's processor files are its phase's start folder's
+            settings(tmp)
         if keep:
             model.save_pretrained(tmp / "adapter")  # peft adapter for the base written beside it
 

@@ -50,6 +50,10 @@ def write_smolvlm(src: Path, out: Path) -> None:
                            image_token_id=c.image_token_id, tie_word_embeddings=c.tie_word_embeddings,
                            pad_token_id=getattr(c, "pad_token_id", None))
     config.architectures = ["SmolVLMForConditionalGeneration"]
+    if not getattr(config.text_config, "architectures", None):
+        from .assemble import TEXT_ARCHITECTURES
+
+        config.text_config.architectures = list(TEXT_ARCHITECTURES)
     with torch.device("meta"):
         model = SmolVLMForConditionalGeneration(config)
     model.load_state_dict(v1.state_dict(), strict=True, assign=True)

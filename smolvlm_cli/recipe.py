@@ -12,6 +12,7 @@ from .data.sources import SourceSpec
 from .errors import RecipeError
 from .recipe_base import Strict
 from .recipe_eval import EvalSettings
+from .recipe_images import ImageSettings
 from .recipe_train import MixtureEntry, Phase, Stage, TrainSettings  # noqa: F401 (imported from here)
 
 
@@ -117,6 +118,8 @@ class Recipe(Strict):
     train: TrainSettings = Field(default_factory=TrainSettings)
     eval: EvalSettings | None = None
     synthetic: SyntheticSettings = Field(default_factory=SyntheticSettings)
+    images: ImageSettings = Field(default_factory=ImageSettings, description="image resizing and tiling; "
+                                  "unset fields keep the model's processor settings")
 
     @model_validator(mode="after")
     def _mixtures_name_sources(self) -> "Recipe":
@@ -237,6 +240,8 @@ def _resolve_relative(recipe: Recipe, base: Path) -> Recipe:
             setattr(spec, attr, local(getattr(spec, attr)))
     for paths in (recipe.eval.dataset_paths, recipe.eval.media_roots) if recipe.eval else ():
         paths.update({key: local(value) for key, value in paths.items()})
+    if recipe.eval is not None:
+        recipe.eval.data = [local(path) for path in recipe.eval.data]
     return recipe
 
 

@@ -1,13 +1,26 @@
-# The recipe's periodic-eval section, checked against the task registry when the recipe loads.
+# The recipe's periodic-eval section, checked against the task registry when the recipe loads, and `--eval-data`
+# folded into it.
 from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 
 from .recipe_base import Strict
 
+USER_TASK = "eval_data"  # the name the held-out rows of eval.data score under (metrics.jsonl, weights, best.json)
+
+
 class EvalSettings(Strict):
-    every_steps: int = Field(gt=0)
-    tasks: list[str] = Field(min_length=1)
+    every_steps: int | None = Field(default=None, gt=0, description="default: train.checkpoint_every")
+    tasks: list[str] = Field(default_factory=list, description="benchmark tasks or groups, as `smolvlm eval "
+                             "--tasks`; may be empty when `data` is given")
+    data: list[str] = Field(default_factory=list, description="held-out files (JSONL, CSV, image folder with "
+                            "metadata.jsonl / .csv, as --data) scored as task eval_data, prompted as training does")
+    data_metric: Literal["exact_match", "anls"] = Field(
+        default="exact_match", description="eval_data's score: normalised exact match or ANLS (DocVQA's)")
+    data_max_new_tokens: int = Field(default=64, gt=0, description="longest answer generated for eval_data")
     limit: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=8, gt=0)
     keep_best: int = Field(default=2, gt=0)
@@ -28,8 +41,10 @@ class EvalSettings(Strict):
         from .errors import UserError
         from .eval.tasks import PROMPT_STYLES, resolve_tasks
 
+        if not self.tasks and not self.data:
+            raise ValueError("eval gives neither tasks nor data to score, so no checkpoint could be ranked")
         try:
-            run = resolve_tasks(self.tasks)
+            run = resolve_tasks(self.tasks) if self.tasks else []
         except UserError as e:
             raise ValueError(f"eval.tasks: {e.message} ({e.hint})") from None
         if self.prompt_style not in PROMPT_STYLES:
@@ -37,10 +52,11 @@ class EvalSettings(Strict):
         _check_task_paths(self, run)
         if self.weights is None:
             return self
-        stray = [k for k in self.weights if k not in run]
+        scored = [*run, USER_TASK] if self.data else run
+        stray = [k for k in self.weights if k not in scored]
         if stray:
             raise ValueError(f"eval.weights names {', '.join(map(repr, stray))}, not among the tasks eval.tasks runs "
-                             f"({', '.join(run)})")
+                             f"({', '.join(scored)})")
         negative = [k for k, w in self.weights.items() if w < 0]
         if negative:
             raise ValueError(f"eval.weights gives {', '.join(map(repr, negative))} a negative weight")
@@ -70,3 +86,19 @@ def _check_task_paths(settings: EvalSettings, run: list[str]) -> None:
     if missing:
         raise ValueError(f"eval.tasks runs the video task(s) {', '.join(map(repr, missing))} but eval.media_roots "
                          "gives no folder of their videos")
+
+
+def eval_data_overrides(paths: list) -> list[str]:
+    """`--eval-data PATH` (repeatable) as a `--set` override replacing eval.data. A recipe without an eval section
+    gets one: the held-out rows alone, scored every train.checkpoint_every steps, the 2 best models kept."""
+    import json
+
+    from .errors import UserError
+
+    full = []
+    for path in paths:
+        if not Path(path).expanduser().exists():
+            raise UserError(f"--eval-data '{path}' not found", "pass a JSONL or CSV file, or an image folder with "
+                            "metadata.jsonl / metadata.csv")
+        full.append(str(Path(path).expanduser().absolute()))
+    return [f"eval.data={json.dumps(full)}"]

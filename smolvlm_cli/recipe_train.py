@@ -13,7 +13,9 @@ PART_NAMES = ("vision", "connector", "text", "embeddings")
 class PartTraining(Strict):
     """How one part trains in a phase. `embeddings` = the LM's input embeddings (incl. new token rows) + lm_head."""
 
-    mode: Literal["frozen", "dora", "lora", "full"] = "frozen"
+    mode: Literal["frozen", "dora", "lora", "qlora", "full"] = Field(
+        default="frozen", description="qlora: LoRA adapters over the part's Linear layers loaded as 4-bit NF4 "
+                                      "(bitsandbytes); vision and text only")
     lr: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
@@ -73,6 +75,17 @@ class Phase(Strict):
         return self
 
     @model_validator(mode="after")
+    def _qlora_fits(self) -> "Phase":
+        modes = {name: p.mode for name, p in self.parts.items()}
+        wrong = [name for name, mode in modes.items() if mode == "qlora" and name not in ("vision", "text")]
+        if wrong:
+            raise ValueError(f"phase '{self.name}': part {wrong[0]} cannot be qlora (only vision and text are "
+                             "quantized); use lora or full")
+        if "qlora" in modes.values() and "dora" in modes.values():
+            raise ValueError(f"phase '{self.name}' mixes qlora and dora parts; use lora (or qlora) beside qlora")
+        return self
+
+    @model_validator(mode="after")
     def _something_trains(self) -> "Phase":
         if all(p.mode == "frozen" for p in self.parts.values()):
             raise ValueError(f"phase '{self.name}' trains nothing: every part is frozen")
@@ -84,7 +97,8 @@ class Stage(Strict):
 
 
 class TrainSettings(Strict):
-    deepspeed: str = Field(default="zero3", description="zero2 | zero3 | zero3_offload | path to a JSON config")
+    deepspeed: str = Field(default="zero3", description="zero0 (ZeRO off) | zero2 | zero3 | zero3_offload | path to "
+                                                        "a JSON config")
     zero3_persistence_threshold: int | None = Field(
         default=None, ge=0, description="ZeRO-3: parameters with at most this many elements stay whole on every "
         "rank (0 partitions all); default max(10 x text hidden size, 100000)")
@@ -99,6 +113,23 @@ class TrainSettings(Strict):
     num_workers: int = Field(default=0, ge=0)
     video_backend: Literal["auto", "decord", "pyav"] = "auto"
     group_window: int = Field(default=16, gt=0, description="micro-batches per length-grouping window")
-    tensorboard: bool = False
+    report_to: list[Literal["tensorboard", "wandb"]] = Field(
+        default_factory=list, description="loggers that get metrics.jsonl's scalars from rank 0: tensorboard "
+        "(RUN/tensorboard), wandb (offline when WANDB_MODE=offline)")
     deterministic: bool = Field(default=False, description="torch's deterministic kernels (slower on GPU): the same "
                                 "run on the same hardware and versions gives the same weights")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _loggers(cls, data):
+        """report_to may be one name; the older `tensorboard: true` still reads, as report_to: [tensorboard]."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        wanted = data.get("report_to") or []
+        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
+        if data.pop("tensorboard", False) and "tensorboard" not in wanted:
+            wanted.append("tensorboard")
+        if "report_to" in data or wanted:
+            data["report_to"] = list(dict.fromkeys(wanted))
+        return data

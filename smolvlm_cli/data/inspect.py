@@ -70,13 +70,12 @@ def print_report(report: dict, console: Console) -> None:
 
 def inspect_stage(recipe_path: Path, stage: str, init: Path, overrides: list[str], max_steps: int | None,
                   n_samples: int = 512, console: Console | None = None) -> list[dict]:
-    from transformers import AutoProcessor
-
     from ..train.run import prepare, resolve_init
+    from .images import load_processor
 
     console = console or Console()
     recipe = prepare(recipe_path, stage, overrides, max_steps)
-    processor = AutoProcessor.from_pretrained(resolve_init(init))
+    processor = load_processor(resolve_init(init), recipe.images)
     reports = []
     for i, phase in enumerate(recipe.stages[stage].phases):
         n = min(n_samples, phase.steps * phase.global_batch_size)

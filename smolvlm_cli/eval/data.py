@@ -138,17 +138,34 @@ def _local_rows(task: Task, folder: Path, limit: int | None) -> list[RowSource]:
     return sources
 
 
+# lmms-eval moved the lmms-lab benchmark copies: image sets to lmms-lab-encoder/, video sets to lmms-eval/
+MOVED_ORGS = {"image": ("lmms-lab-encoder", "lmms-eval"), "video": ("lmms-eval", "lmms-lab-encoder")}
+
+
+def dataset_ids(task: Task) -> list[str]:
+    """The hub ids a task's dataset goes by, in the order tried: its lmms-lab/* id, then the ids lmms-eval moved it
+    to. Ids outside lmms-lab are not aliased."""
+    org, _, name = task.dataset.partition("/")
+    if org != "lmms-lab":
+        return [task.dataset]
+    return [task.dataset, *(f"{o}/{name}" for o in MOVED_ORGS.get(task.family, ()))]
+
+
 def _hub_rows(task: Task, limit: int | None) -> list[RowSource]:
+    split = task.split if limit is None else f"{task.split}[:{limit}]"
+    return [RowSource(config, _load_any(task, config, split)) for config in task.configs or (task.config,)]
+
+
+def _load_any(task: Task, config: str | None, split: str):
+    """The first of the task's dataset ids that loads (from the hub, or the local cache when offline)."""
     import datasets
 
-    split = task.split if limit is None else f"{task.split}[:{limit}]"
-    sources = []
-    for config in task.configs or (task.config,):
+    reasons = []
+    for dataset_id in dataset_ids(task):
         try:
-            rows = datasets.load_dataset(task.dataset, config, split=split)
+            return datasets.load_dataset(dataset_id, config, split=split)
         except Exception as e:  # offline, missing, gated: all end the same way for the user
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-            name = f"{task.dataset}" + (f" ({config})" if config else "")
-            raise UserError(f"dataset {name} for {task.name} is not available ({reason})", offline_hint(task)) from None
-        sources.append(RowSource(config, rows))
-    return sources
+            reasons.append(f"{dataset_id}: {(str(e).strip().splitlines() or [type(e).__name__])[0][:120]}")
+    subset = f" ({config})" if config else ""
+    raise UserError(f"dataset {task.dataset}{subset} for {task.name} is not available ({'; '.join(reasons)})",
+                    offline_hint(task))

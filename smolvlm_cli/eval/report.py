@@ -2,6 +2,8 @@
 # Rendering only: the numbers come from the runner's results dict.
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.table import Table
 
@@ -76,3 +78,120 @@ def render_results_table(results: dict, console: Console | None = None) -> Table
             console.print("The paper's numbers come from VLMEvalKit's prompts: --prompt-style vlmevalkit compares like "
                           "with like.")
     return table
+
+
+# lmms-eval's metric name for each of our tasks (its task YAMLs' first `metric_list` entry, lmms-eval 0.7.3); the
+# synthetic tasks score by exact match.
+LMMS_METRICS = {"docvqa": "anls", "textvqa": "exact_match", "chartqa": "relaxed_overall",
+                "ocrbench": "ocrbench_accuracy", "ai2d": "exact_match", "scienceqa": "exact_match",
+                "mmmu": "mmmu_acc", "mathvista": "llm_as_judge_eval", "mmstar": "average",
+                "videomme": "videomme_perception_score", "mlvu": "mlvu_percetion_score",
+                "mvbench": "mvbench_accuracy", "tempcompass": "avg_accuracy", "worldsense": "worldsense_score"}
+
+
+def lmms_results_path(results_path) -> Path:
+    results_path = Path(results_path)
+    return results_path.with_name(results_path.stem + ".lmms_eval_results.json")
+
+
+def lmms_layout(results: dict, date: str | None = None) -> dict:
+    """Our results in the layout of lmms-eval's aggregated results file (evaluator.simple_evaluate's dict as
+    EvaluationTracker.save_results_aggregated writes it): per task `results` ("metric,filter" keys, alias,
+    samples), `configs`, `versions`, `n-shot`, `higher_is_better`, `n-samples`, and the run's `config`."""
+    import time
+
+    from .. import __version__
+
+    out = {key: {} for key in ("results", "group_subtasks", "configs", "versions", "n-shot", "higher_is_better",
+                               "n-samples")}
+    limit = results.get("limit")
+    for name, s in results["tasks"].items():
+        metric = LMMS_METRICS.get(name, "exact_match")
+        out["results"][name] = {"alias": name, f"{metric},none": s["score"], f"{metric}_stderr,none": "N/A",
+                                "samples": s["n"]}
+        out["group_subtasks"][name] = []
+        out["configs"][name] = {
+            "task": name, "dataset_path": s.get("dataset") or "synthetic", "dataset_name": s.get("config"),
+            "test_split": s.get("split"), "output_type": "generate_until",
+            "generation_kwargs": {"max_new_tokens": s.get("max_new_tokens"), "do_sample": False},
+            "metric_list": [{"metric": metric, "aggregation": "mean", "higher_is_better": True}],
+            "metadata": {"smolvlm_metric": s.get("metric"), "smolvlm_aggregation": s.get("aggregation"),
+                         "prompt_style": results.get("prompt_style")}}
+        out["versions"][name] = 0
+        out["n-shot"][name] = 0
+        out["higher_is_better"][name] = {metric: True}
+        # the full set's size is known only when the limit did not cut it
+        original = s["n"] if limit is None or s["n"] < limit else None
+        out["n-samples"][name] = {"original": original, "effective": s["n"]}
+    out["config"] = {"model": results.get("model"), "model_args": f"pretrained={results.get('model')}",
+                     "model_backend": f"smolvlm-cli {__version__}", "limit": limit,
+                     "gen_kwargs": {"max_new_tokens": results.get("max_new_tokens_cap")},
+                     "prompt_style": results.get("prompt_style")}
+    out["date"] = date or time.strftime("%Y%m%d_%H%M%S")
+    return out
+
+
+def task_scores(data: dict) -> dict[str, tuple[str, float]]:
+    """{task: (metric, value)} from our results file or one in lmms-eval's layout."""
+    if "tasks" in data:
+        return {t: (s.get("metric", "score"), float(s["score"])) for t, s in data["tasks"].items()}
+    out = {}
+    for task, entry in data.get("results", {}).items():
+        for key, value in entry.items():
+            metric, sep, _ = key.partition(",")
+            if sep and "_stderr" not in metric and isinstance(value, (int, float)):
+                out[task] = (metric, float(value))
+                break
+    return out
+
+
+def read_results(path) -> dict:
+    import json
+
+    from ..errors import UserError
+
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"results file not found: {path}", "pass a file written by smolvlm eval (or lmms-eval)") \
+            from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not a JSON results file ({e})", "pass a file written by smolvlm eval") from None
+    if not isinstance(data, dict) or not task_scores(data):
+        raise UserError(f"{path} holds no task scores", "pass a results file of smolvlm eval or lmms-eval")
+    return data
+
+
+def compare_results(a: dict, b: dict) -> list[dict]:
+    """Per task of either file: its score in A and B and B - A (None where a file lacks the task)."""
+    sa, sb = task_scores(a), task_scores(b)
+    rows = []
+    for task in [*sa, *(t for t in sb if t not in sa)]:
+        va, vb = sa.get(task, (None, None))[1], sb.get(task, (None, None))[1]
+        metric = (sa.get(task) or sb.get(task))[0]
+        rows.append({"task": task, "metric": metric, "a": va, "b": vb,
+                     "diff": None if va is None or vb is None else vb - va})
+    return rows
+
+
+def print_compare(path_a, path_b, console: Console | None = None) -> list[dict]:
+    console = console or Console()
+    rows = compare_results(read_results(path_a), read_results(path_b))
+    table = Table(title=f"A = {path_a}\nB = {path_b}", title_justify="left")
+    table.add_column("task", no_wrap=True)
+    table.add_column("metric", overflow="fold")
+    for col in ("A", "B", "B - A"):
+        table.add_column(col, justify="right", no_wrap=True)
+    fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+    for r in rows:
+        diff = "-" if r["diff"] is None else f"{r['diff']:+.4f}"
+        table.add_row(r["task"], r["metric"], fmt(r["a"]), fmt(r["b"]), diff)
+    console.print(table)
+    return rows
+
+
+def progress_bar(console):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=console, transient=False)

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from ..errors import UserError
 from .data import check_sources, iter_items, row_sources
+from .report import progress_bar
 from .shard import gather_shares, share_size
 from .tasks import PROMPT_STYLES, Item, Task, composite, composite_weights, registry, resolve_tasks, tasks_named
 
@@ -45,11 +46,13 @@ def load_model(model_dir: str | os.PathLike, device: str | None = None):
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from ..data.images import honour_upscale
+
     path = check_model_dir(model_dir)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.startswith("cuda") and torch.cuda.is_bf16_supported() else torch.float32
     try:
-        processor = AutoProcessor.from_pretrained(path)
+        processor = honour_upscale(AutoProcessor.from_pretrained(path))  # images as the model was trained on
     except (OSError, ValueError) as e:
         raise UserError(f"cannot load the processor from {path}: {str(e).splitlines()[0]}",
                         "the folder needs the processor files smolvlm init / export write") from None
@@ -276,10 +279,16 @@ def _predictions_writer(results_path: Path | None):
 
 
 def _write_results(results: dict, results_path: Path) -> None:
-    results["files"] = {"results": str(results_path), "predictions": str(predictions_path(results_path))}
-    tmp = results_path.with_name(results_path.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    os.replace(tmp, results_path)
+    """Our results, and beside them the same scores in lmms-eval's results layout (for its users' tools)."""
+    from .report import lmms_layout, lmms_results_path
+
+    lmms = lmms_results_path(results_path)
+    results["files"] = {"results": str(results_path), "predictions": str(predictions_path(results_path)),
+                        "lmms_eval": str(lmms)}
+    for path, data in ((lmms, lmms_layout(results)), (results_path, results)):
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        os.replace(tmp, path)
 
 
 def evaluate(model, processor, tasks: str | Sequence[str], *, limit: int | None = None, batch_size: int = 8,
@@ -299,7 +308,7 @@ def evaluate(model, processor, tasks: str | Sequence[str], *, limit: int | None 
     main = shard[0] == 0
     results_path = Path(out) if out is not None and main else None
     summaries: dict[str, dict] = {}
-    bar = _progress(console) if progress and main else None
+    bar = progress_bar(console) if progress and main else None
     was_training = getattr(model, "training", False)
     model.eval()  # the trainer hands over a model in training mode: dropout must be off for greedy answers
     try:
@@ -329,13 +338,6 @@ def evaluate(model, processor, tasks: str | Sequence[str], *, limit: int | None 
     if results_path is not None:
         _write_results(results, results_path)
     return results
-
-
-def _progress(console):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=False)
 
 
 def run_eval(model_dir: str | os.PathLike, tasks: str | Sequence[str], limit: int | None = None,

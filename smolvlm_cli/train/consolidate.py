@@ -32,15 +32,27 @@ def build_model(start_dir: Path, phase=None):
 
 
 def merged_model(state: dict, start_dir: Path, phase=None):
-    model = build_model(start_dir, phase)
+    """The phase's model with `state` loaded and its adapters merged. A QLoRA phase's 4-bit weights are first
+    de-quantised (the NF4 values the adapters were trained against), so the merge happens in fp32."""
+    model = load_phase_state(build_model(start_dir, phase), state)
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    return model.eval()
+
+
+def load_phase_state(model, state: dict):
+    """Load a gathered phase state (4-bit weights de-quantised) into build_model's model; a missing or unexpected
+    key (other than a tied lm_head) is an error."""
+    from .quantize import dequantized, is_quantized
+
+    if is_quantized(state):
+        state = dequantized(state)
     missing, unexpected = model.load_state_dict(state, strict=False)
     tied = {"lm_head.weight", "base_model.model.lm_head.weight"}
     if unexpected or [k for k in missing if k not in tied]:
         raise RuntimeError(f"state dict does not match the phase model: missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]}")
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    return model.eval()
+    return model
 
 
 def write_model_folder(model, start_dir: Path, out: Path, dtype: str | None = None, force: bool = True,
@@ -61,16 +73,20 @@ def write_model_folder(model, start_dir: Path, out: Path, dtype: str | None = No
     return Path(out)
 
 
-def record_video_sampling(phase):
+def record_video_sampling(phase, images=None):
     """For write_model_folder's `extra`: the phase's `video_fps` / `video_max_frames` become the saved processor's
-    video settings, so that eval and `smolvlm generate` sample a trained model's videos as it was trained (None when
-    the phase keeps the processor's)."""
+    video settings, and the recipe's `images:` section (recipe_images.ImageSettings) its image settings, so that eval
+    and `smolvlm generate` see a trained model's videos and images as it was trained (None when both keep the
+    processor's)."""
+    from ..data.images import record_images
+
     if phase is None or (phase.video_fps is None and phase.video_max_frames is None):
-        return None
+        return None if images is None or images.is_default else (lambda folder: record_images(folder, images))
 
     def extra(folder: Path) -> None:
         from transformers import AutoProcessor
 
+        record_images(folder, images)
         processor = AutoProcessor.from_pretrained(folder)
         vp = processor.video_processor
         fps = phase.video_fps or vp.fps

@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..assemble import image_seq_len
 from ..data.batching import add_blank_image
 from . import checkpoint as ckpt
+from . import quantize  # before transformers: quiets bitsandbytes, which peft imports
 from .launch import Dist, barrier
 from .loss import supervised_loss_sum
 
@@ -123,11 +124,16 @@ def build_engine(job: PhaseJob, universal: bool = False):
               persistence_threshold=job.recipe.train.zero3_persistence_threshold)
     if universal:  # the checkpoint it resumes from was written by another number of processes
         ds["checkpoint"] = {"load_universal": True}
+    quantize.check(ds, job.recipe.train.optimizer, phase)
     zero3 = ds.get("zero_optimization", {}).get("stage", 0) == 3
     hf_ds = HfDeepSpeedConfig(ds) if zero3 else None  # makes from_pretrained build under zero.Init
     make_reproducible(job.recipe.seed, job.recipe.train.deterministic)
+    quant = quantize.quantization_config(phase, bf16)  # qlora parts load as 4-bit NF4
     model = AutoModelForImageTextToText.from_pretrained(job.start_dir, dtype=torch.float32,
-                                                        attn_implementation=attention_implementation(bf16))
+                                                        attn_implementation=attention_implementation(bf16),
+                                                        quantization_config=quant,
+                                                        device_map=quantize.device_map(dist) if quant else None)
+    model = quantize.prepare(model, phase)
     if phase.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = apply_phase(model, phase)
@@ -140,7 +146,7 @@ def build_engine(job: PhaseJob, universal: bool = False):
         embed.neftune_noise_alpha = phase.neftune_alpha
         embed.register_forward_hook(neftune_post_forward_hook)
     groups = param_groups(model, phase)
-    optimizer = _optimizer(groups, phase, offloads_optimizer(ds))
+    optimizer = _optimizer(groups, phase, offloads_optimizer(ds), job.recipe.train.optimizer)
     s = phase.schedule
     warmup = s.warmup_steps if s.warmup_steps is not None else int((s.warmup_ratio or 0) * phase.steps)
     name = {"constant": "constant_with_warmup"}.get(s.type, s.type)
@@ -151,11 +157,16 @@ def build_engine(job: PhaseJob, universal: bool = False):
     return engine, gas, [g["name"] for g in groups]
 
 
-def _optimizer(groups: list[dict], phase, offload: bool):
-    """AdamW over the per-part groups. ZeRO-Offload refuses any client optimizer but DeepSpeed's CPU Adam, so there
-    the same groups (learning rates, weight-decay split) go to that in AdamW mode; the group lrs override its `lr`."""
+def _optimizer(groups: list[dict], phase, offload: bool, name: str = "adamw"):
+    """AdamW over the per-part groups (bitsandbytes' 8-bit AdamW for train.optimizer adamw_8bit / paged_adamw_8bit).
+    ZeRO-Offload refuses any client optimizer but DeepSpeed's CPU Adam, so there the same groups (learning rates,
+    weight-decay split) go to that in AdamW mode; the group lrs override its `lr`."""
     import torch
 
+    if name != "adamw":  # quantize.check has refused it under offload
+        from .quantize import optimizer_8bit
+
+        return optimizer_8bit(groups, name, phase.betas)
     if not offload:
         return torch.optim.AdamW(groups, betas=phase.betas, eps=1e-8, foreach=False)
     from deepspeed.ops.adam import DeepSpeedCPUAdam
@@ -374,5 +385,5 @@ def _write_phase_model(engine, job: PhaseJob) -> None:
     state = ckpt.gather_state_dict(engine, job.dist.rank)
     if job.dist.main:
         write_model_folder(merged_model(state, job.start_dir, job.phase), job.start_dir, job.out_dir,
-                           extra=record_video_sampling(job.phase))
+                           extra=record_video_sampling(job.phase, job.recipe.images))
     barrier()

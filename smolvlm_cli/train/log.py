@@ -1,7 +1,8 @@
-# What a run reports: rank 0 alone prints (start-up table, Rich progress) and writes RUN/metrics.jsonl
-# (and TensorBoard when asked); other ranks stay silent.
+# What a run reports: rank 0 alone prints (start-up table, Rich progress) and writes RUN/metrics.jsonl, and hands the
+# same scalars to the loggers train.report_to names (TensorBoard, W&B); other ranks stay silent.
 from __future__ import annotations
 
+import atexit
 import json
 import time
 from pathlib import Path
@@ -10,22 +11,111 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import RecipeError
+
+_NOT_SCALARS = ("time", "stage", "phase", "step")
+
+
+def scalars(record: dict, prefix: str = "") -> dict[str, float]:
+    """The numbers of a metrics.jsonl record, flattened: {"lr/text": .., "peak_rss_mb/rank1": .., "eval/X": ..}."""
+    out: dict[str, float] = {}
+    for key, value in record.items():
+        if not prefix and key in _NOT_SCALARS:
+            continue
+        name = f"{prefix}{key}"
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, (int, float)):
+            out[name] = float(value)
+        elif isinstance(value, dict):
+            out.update(scalars(value, name + "/"))
+        elif isinstance(value, list):
+            out.update(scalars({f"rank{i}": v for i, v in enumerate(value)}, name + "/"))
+    return out
+
+
+def drawn_per_source(stream) -> dict[str, int]:
+    """Samples the phase's mixture has drawn from each source so far, over all ranks: every data shard's mixture
+    walks the global draw sequence, so the first shard's cursor counts them all (reading ahead by a window)."""
+    shards = getattr(stream, "shards", None)
+    if not shards:
+        return {}
+    state = shards[min(shards)].mixture.state_dict()
+    return {s["name"]: s["consumed"] for s in state["sources"]}
+
+
+class _TensorBoard:
+    def __init__(self, run: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RecipeError("train.report_to has tensorboard but tensorboard is not installed",
+                              "pip install 'smolvlm-cli[tensorboard]', or drop it from train.report_to") from None
+        self.writer = SummaryWriter(str(run / "tensorboard"), flush_secs=10)
+
+    def log(self, record: dict) -> None:
+        tag = f"{record['stage']}/{record['phase']}"
+        for name, value in scalars(record).items():
+            self.writer.add_scalar(f"{tag}/{name}", value, record["step"])
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class _WandB:
+    """One W&B run per RUN folder (its files under RUN/wandb); WANDB_MODE=offline keeps it on disk for `wandb sync`."""
+
+    def __init__(self, run: Path):
+        import os
+
+        try:
+            import wandb
+        except ImportError:
+            raise RecipeError("train.report_to has wandb but wandb is not installed",
+                              "pip install 'smolvlm-cli[wandb]', or drop it from train.report_to") from None
+        import yaml
+
+        recipe = run / "recipe.yaml"
+        config = yaml.safe_load(recipe.read_text()) if recipe.is_file() else {}
+        try:
+            self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", "smolvlm"), name=run.name, dir=str(run),
+                                  config=config, reinit="create_new")
+        except Exception as e:  # not logged in, no network: one line, not wandb's traceback
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+            raise RecipeError(f"W&B could not start ({reason})", "run `wandb login`, or set WANDB_MODE=offline "
+                              "(then `wandb sync RUN/wandb/...`)") from None
+
+    def log(self, record: dict) -> None:
+        self.run.log({f"{record['stage']}/{record['phase']}/{k}": v for k, v in scalars(record).items()}
+                     | {"step": record["step"]})
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+LOGGERS = {"tensorboard": _TensorBoard, "wandb": _WandB}
+
 
 class RunLog:
-    def __init__(self, run: Path, main: bool, tensorboard: bool = False, console: Console | None = None):
+    def __init__(self, run: Path, main: bool, report_to=(), console: Console | None = None):
         self.main = main
         self.console = console or Console(stderr=True)
         self.metrics = Path(run) / "metrics.jsonl"
-        self.writer = None
-        if main and tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                from ..errors import RecipeError
+        self.loggers = [LOGGERS[name](Path(run)) for name in report_to] if main else []
+        if self.loggers:
+            atexit.register(self.close)
 
-                raise RecipeError("train.tensorboard is on but tensorboard is not installed",
-                                  "pip install 'smolvlm-cli[tensorboard]', or set train.tensorboard=false") from None
-            self.writer = SummaryWriter(str(Path(run) / "tensorboard"))
+    def close(self) -> None:
+        """Flush and close the loggers (also at exit)."""
+        loggers, self.loggers = self.loggers, []
+        for logger in loggers:
+            logger.close()
+
+    def _write(self, record: dict) -> None:
+        with self.metrics.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        for logger in self.loggers:
+            logger.log(record)
 
     def info(self, text: str) -> None:
         if self.main:
@@ -67,19 +157,9 @@ class RunLog:
         record = {"time": round(time.time(), 3), "stage": job.stage, "phase": job.phase.name, "step": step,
                   "loss": loss, "lr": lrs, "tokens_per_s": round(tokens_per_s, 1), "samples_seen": stream.seen,
                   "skipped": dict(stream.skipped), "fitted": dict(stream.fitted), "bad_steps": bad_steps,
-                  "peak_rss_mb": memory, "data_wait": data_wait}
+                  "peak_rss_mb": memory, "data_wait": data_wait, "sources": drawn_per_source(stream)}
         if step % job.recipe.train.log_every == 0 or step == job.phase.steps:
-            with self.metrics.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-            if self.writer is not None:
-                tag = f"{job.stage}/{job.phase.name}"
-                if loss is not None:
-                    self.writer.add_scalar(f"{tag}/loss", loss, step)
-                for name, lr in lrs.items():
-                    self.writer.add_scalar(f"{tag}/lr/{name}", lr, step)
-                self.writer.add_scalar(f"{tag}/tokens_per_s", tokens_per_s, step)
-                if data_wait is not None:
-                    self.writer.add_scalar(f"{tag}/data_wait", data_wait, step)
+            self._write(record)
         if progress is not None:
             lr = next(iter(lrs.values())) if lrs else 0.0
             progress.update(self._task, completed=step, loss="nan" if loss is None else f"{loss:.4f}",
@@ -87,5 +167,4 @@ class RunLog:
 
     def eval(self, record: dict) -> None:
         if self.main:
-            with self.metrics.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+            self._write(record)

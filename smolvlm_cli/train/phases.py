@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from ..errors import RecipeError
+from . import quantize  # noqa: F401  (quiets bitsandbytes before peft imports it)
 
 PARTS = ("vision", "connector", "text", "embeddings")
 _PEFT_PREFIX = re.compile(r"^base_model\.model\.")
@@ -39,7 +40,9 @@ def part_of(name: str) -> str:
 
 def adapter_config(phase):
     """A peft LoraConfig for the parts in dora/lora mode, or None when the phase has no adapters."""
-    modes = {p: t.mode for p, t in phase.parts.items() if t.mode in ("dora", "lora")}
+    # a qlora part carries LoRA adapters too (its base layers are 4-bit: train.quantize)
+    modes = {p: {"qlora": "lora"}.get(t.mode, t.mode) for p, t in phase.parts.items()
+             if t.mode in ("dora", "lora", "qlora")}
     if not modes:
         return None
     if len(set(modes.values())) > 1:
@@ -63,7 +66,7 @@ def adapter_config(phase):
 
 def apply_phase(model, phase):
     """Wrap with adapters if the phase has any, then set requires_grad per part:
-    full -> every parameter of the part; dora/lora -> the adapters plus the part's parameters no adapter wraps
+    full -> every parameter of the part; dora/lora/qlora -> the adapters plus the part's parameters no adapter wraps
     (norms, vision embeddings, and for `embeddings` the input embedding rows), as in the released DoRA phase;
     frozen -> nothing."""
     config = adapter_config(phase)
@@ -75,9 +78,10 @@ def apply_phase(model, phase):
         mode = phase.parts.get(part_of(name)).mode if part_of(name) in phase.parts else "frozen"
         if mode == "full":
             param.requires_grad_(True)
-        elif mode in ("dora", "lora"):
+        elif mode in ("dora", "lora", "qlora"):
             wrapped = ".base_layer." in name
-            param.requires_grad_("lora_" in name or not wrapped)
+            # packed 4-bit weights of a qlora part that no adapter wraps (target_modules left them out) stay frozen
+            param.requires_grad_("lora_" in name or (not wrapped and param.is_floating_point()))
         else:
             param.requires_grad_(False)
     return model
@@ -88,6 +92,9 @@ def _shape(param):
 
 
 def _numel(param) -> int:
+    quant = getattr(param, "quant_state", None)  # a 4-bit weight packs two values a byte
+    if quant is not None:
+        return int(quant.shape.numel())
     return int(getattr(param, "ds_numel", param.numel()))
 
 

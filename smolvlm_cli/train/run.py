@@ -151,8 +151,16 @@ def with_data(recipe_path: Path, stage: str, overrides: list[str], data: list[st
 
 
 def prepare(recipe_path: Path, stage: str, overrides: list[str], max_steps: int | None,
-            data: list[str | Path] | None = None) -> Recipe:
+            data: list[str | Path] | None = None, eval_data: list[str | Path] | None = None) -> Recipe:
+    if eval_data:
+        from ..recipe_eval import eval_data_overrides
+
+        overrides = [*overrides, *eval_data_overrides(eval_data)]
     recipe = load_recipe(recipe_path, with_data(recipe_path, stage, overrides, data))
+    if recipe.eval is not None and recipe.eval.data:
+        from ..eval.user_data import check_user_data
+
+        check_user_data(recipe.eval.data)  # a bad row stops here, before anything is launched
     if stage not in recipe.stages:
         raise RecipeError(f"recipe '{recipe_path}' has no stages.{stage}", f"add a {stage} stage to the recipe")
     phases = recipe.stages[stage].phases
@@ -187,6 +195,15 @@ def git_revision() -> str | None:
         return None
 
 
+def _recorded_recipe(run: Path) -> str | None:
+    """The run's recipe.yaml as this version writes it: fields added since it was written take their defaults, so
+    an upgrade does not make a run's own recipe look like another one."""
+    try:
+        return dump_recipe(load_recipe(run / "recipe.yaml"))
+    except RecipeError:
+        return None
+
+
 def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist) -> None:
     """RUN holds one stage of one recipe: refuse to mix, record what is needed to reproduce it."""
     from ..assemble import package_versions
@@ -196,7 +213,7 @@ def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist
     text = dump_recipe(recipe)
     if stamp.is_file():
         prev = json.loads(stamp.read_text())
-        if prev["stage"] != stage or (run / "recipe.yaml").read_text() != text:
+        if prev["stage"] != stage or _recorded_recipe(run) != text:
             raise OutputError(f"run folder '{run}' holds another run ({prev['stage']} stage of "
                               f"{prev['recipe']}) or a different recipe", "choose another --out")
         return
@@ -210,12 +227,16 @@ def _claim_run(run: Path, recipe: Recipe, stage: str, init_dir: Path, dist: Dist
 
 def train_stage(recipe_path: Path, stage: str, init: Path, out: Path, overrides: list[str] | None = None,
                 max_steps: int | None = None, launch: Launch | None = None, deepspeed: str | None = None,
-                data: list[str | Path] | None = None) -> int:
+                data: list[str | Path] | None = None, eval_data: list[str | Path] | None = None) -> int:
     launch = launch or Launch()
     check(launch)  # before reading the recipe: a bad launch option is the quickest thing to report
-    recipe = prepare(recipe_path, stage, overrides or [], max_steps, data)
+    recipe = prepare(recipe_path, stage, overrides or [], max_steps, data, eval_data)
     init_dir = resolve_init(init)
     check_model_section(recipe, init_dir, str(init))
+    if not recipe.images.is_default:  # a bad images: section stops here, once, before any process starts
+        from ..data.images import load_processor
+
+        load_processor(init_dir, recipe.images)
     if launch.relaunches:
         return relaunch(launch)
     with ckpt.deferred_stops():
@@ -236,7 +257,7 @@ def _train_here(recipe: Recipe, stage: str, init_dir: Path, run: Path, deepspeed
     claimed = None
     try:
         _claim_run(run, recipe, stage, init_dir, dist)
-        log = RunLog(run, dist.main, recipe.train.tensorboard)  # rank 0 alone may miss tensorboard
+        log = RunLog(run, dist.main, recipe.train.report_to)  # rank 0 alone may miss a logger package
     except UserError as e:
         claimed = e
     ckpt.agree(claimed, signals=False)  # also the barrier: rank 0 has written run.json
@@ -255,17 +276,17 @@ def _train_here(recipe: Recipe, stage: str, init_dir: Path, run: Path, deepspeed
         run_one_phase(recipe, stage, i, phase, start, run, dist, out_dir, deepspeed or recipe.train.deepspeed, log)
         start = out_dir
     log.info(f"[bold green]{stage} stage finished[/]: {start}")
+    log.close()
     return 0
 
 
 def run_one_phase(recipe, stage, index, phase, start, run, dist, out_dir, ds_config, log) -> Path:
-    from transformers import AutoProcessor
-
+    from ..data.images import load_processor
     from .engine import PhaseJob, run_phase
     from .evaluate import make_evaluator
     from .stream import phase_stream
 
-    processor = AutoProcessor.from_pretrained(start)
+    processor = load_processor(start, recipe.images)  # the recipe's images: section in effect
 
     def shard_stream(shard, shards, state):
         return phase_stream(recipe, phase, index, processor, shard, shards, state)

@@ -53,3 +53,25 @@ def test_quickstart_learns(tmp_path):
     assert not outside, "; ".join(outside)
     assert scores["video stage"]["synthetic_colour"] >= 0.9  # learned, and not forgotten in the video stage
     assert (run / "export" / "model.safetensors").is_file() and "held-out accuracy" in res.stdout
+    assert str(run / "report" / "report.html") in res.stdout.replace("\n", "")
+    assert_report(run / "report")
+
+
+def assert_report(folder):
+    """The report of the quickstart's two runs on one axis: every plot, each series with one point per logged step
+    (log_every 1), read back from the HTML's JSON block and from each PNG's text chunk."""
+    from PIL import Image
+
+    html = (folder / "report.html").read_text()
+    meta = json.loads(re.search(r'id="smolvlm-series">(.*?)</script>', html, re.S).group(1))
+    series = {name: plot["series"] for name, plot in meta["plots"].items()}
+    steps, line = 20 + 450 + 350 + 150, "vision + video"  # recipes/tiny.yaml's four phases
+    assert series["loss"] == {f"{line} loss": steps, f"{line} loss (smoothed)": steps}
+    assert series["lr"] == {f"{line} {part}": steps for part in ("vision", "connector", "embeddings", "text")}
+    # a phase's first step starts the data loader and is left out of the data-wait share
+    assert series["throughput"] == {f"{line} tokens/s": steps, f"{line} data_wait": steps - 4}
+    assert series["memory"] == {f"{line} rank0": steps, f"{line} rank1": steps}  # 2 processes
+    assert series["sources"] == {f"{line} weights": 3 + 2 + 3 + 7, f"{line} drawn": 3 + 2 + 3 + 7}
+    assert list(series["skipped"]) == [f"{line} skipped"] and series["eval"] == {}  # no periodic eval in tiny
+    for name, plot in meta["plots"].items():
+        assert json.loads(Image.open(folder / plot["png"]).text["smolvlm-series"]) == series[name]

@@ -191,6 +191,8 @@ def test_partitioned_checkpoints_export_the_trained_weights(partitioned_runs, tm
         for index, ckpt in enumerate(ckpts):  # consolidated from the rank partitions (DoRA merged for phase 0)
             out = export(ckpt, tmp_path / f"export{n}-{index}", dtype="float32")
             exported[n, index] = load_file(out / "model.safetensors")
+            assert json.loads((out / "config.json").read_text())["text_config"]["architectures"] == [
+                "VLlama3ForCausalLM"]  # as the released configs: llama.cpp's converter reads it
             # the same weights as the phase's model folder, which was gathered from the live engine
             assert _max_diff(exported[n, index], _phase_weights(runs["run"], index)) == 0.0, (n, index)
     for index in (0, 1):

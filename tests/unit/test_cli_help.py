@@ -38,8 +38,8 @@ print("RESULT:" + json.dumps(found))
 def test_every_commands_help_imports_no_framework_and_no_pydantic():
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout
     found = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT:"))[len("RESULT:"):])
-    assert set(found) == {"", "data", "data cache", "data inspect", "data synth", "download", "eval", "export",
-                          "generate", "init", "plan", "train-video", "train-vision"}
+    assert set(found) == {"", "data", "data cache", "data check", "data inspect", "data synth", "download", "eval", "export",
+                          "generate", "init", "plan", "report", "train-video", "train-vision"}
     assert found == {command: [] for command in found}
 
 

@@ -28,4 +28,5 @@ def test_root_ds_configs_are_the_package_data_and_load_by_name():
     names = sorted(p.stem for p in SHIPPED.glob("*.json"))
     assert {"zero2", "zero3"} <= set(names)
     for name in names:
-        assert load_ds_config(name)["zero_optimization"]["stage"] in (2, 3)
+        assert load_ds_config(name)["zero_optimization"]["stage"] in (0, 2, 3)
+

@@ -179,3 +179,13 @@ def test_eval_dataset_paths_reach_the_eval_loader(tmp_path, monkeypatch):
     docvqa = registry()["docvqa"]
     items = list(iter_items(docvqa, row_sources(docvqa, data_paths["docvqa"]), r.eval.prompt_style, None))
     assert [(it.id, it.answers) for it in items] == [("q1", ["June 1", "1 June"]), ("q2", ["J. Smith"])]
+
+
+def test_held_out_data_paths_resolve_against_the_recipe_folder(tmp_path):
+    import yaml
+
+    data = yaml.safe_load(TINY_RECIPE.read_text())
+    data["eval"] = {"data": ["./held.jsonl", "elsewhere.jsonl"]}
+    (tmp_path / "held.jsonl").write_text("{}\n")
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(data))
+    assert load_recipe(tmp_path / "r.yaml").eval.data == [str(tmp_path / "held.jsonl"), "elsewhere.jsonl"]
