@@ -13,6 +13,7 @@ from . import __version__
 from .cli_common import DEBUG, RecipeOpt, SetOpt, SmolGroup, user_errors
 from .cli_data import data_app
 from .cli_train import DeepspeedOpt, add_train_commands
+from .deploy import FORMATS
 
 app = typer.Typer(
     cls=SmolGroup,
@@ -178,7 +179,10 @@ def eval_(
 @user_errors
 def export(
     source: Path = typer.Argument(..., help="A run folder, a checkpoint folder or a model folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to write the Hugging Face model to."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write to (with several --format: one sub-folder "
+                                                       "per format)."),
+    formats: Optional[list[str]] = typer.Option(None, "--format", "-f", help=f"{' | '.join(FORMATS)}, repeatable "
+                                                "(default hf); adapters are always merged for the non-HF formats."),
     checkpoint: str = typer.Option("last", "--checkpoint", help="best | last | STEP (for a run folder)."),
     merge_adapters: bool = typer.Option(True, "--merge-adapters/--keep-adapters",
                                         help="Merge DoRA/LoRA/QLoRA into the weights (QLoRA: de-quantised), or "
@@ -186,15 +190,18 @@ def export(
     dtype: str = typer.Option("bfloat16", "--dtype", help="bfloat16 | float16 | float32"),
     force: bool = typer.Option(False, "--force", help="Replace a non-empty --out folder."),
 ) -> None:
-    """Write a folder that plain transformers loads: weights, config, processor, generation config, model card."""
+    """Write a folder that plain transformers loads (weights, config, processor, generation config, model card), or
+    the formats people deploy in, each with a model card saying how to run it."""
     from rich.console import Console
 
-    from .export import export as run_export
+    from .deploy import export_formats
 
     console = Console()
-    path = run_export(source, out, checkpoint=checkpoint, merge=merge_adapters, dtype=dtype, force=force,
-                      say=console.print)
-    console.print(f"exported to [bold]{path}[/] (AutoModelForImageTextToText / AutoProcessor load it)")
+    paths = export_formats(source, out, formats or ["hf"], checkpoint=checkpoint, merge=merge_adapters, dtype=dtype,
+                           force=force, say=console.print)
+    for fmt, path in paths.items():
+        loads = " (AutoModelForImageTextToText / AutoProcessor load it)" if fmt == "hf" else ""
+        console.print(f"exported {fmt} to [bold]{path}[/]{loads}")
 
 
 @app.command()
