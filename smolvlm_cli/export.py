@@ -108,7 +108,10 @@ def checkpoint_state(path: Path) -> dict:
     from .train.quantize import is_quantized
 
     folder = path / DS_TAG
-    saved = torch.load(folder / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)
+    whole = folder / "mp_rank_00_model_states.pt"  # ZeRO off and ZeRO-2; ZeRO-3 writes per-rank files only
+    if not whole.is_file():
+        return get_fp32_state_dict_from_zero_checkpoint(str(path), tag=DS_TAG)
+    saved = torch.load(whole, map_location="cpu", weights_only=False)
     module = {k: v.float() if v.is_floating_point() else v for k, v in saved["module"].items()}
     if not any(folder.glob("*optim_states.pt")):  # ZeRO off: no partitions to consolidate
         return module
