@@ -41,9 +41,10 @@ def user_errors(fn):
             show, code = hand_off(e)
             if show:
                 from rich.console import Console
+                from rich.markup import escape
 
-                colour = "yellow" if e.label == "stopped" else "red"
-                Console(stderr=True, soft_wrap=True).print(f"[bold {colour}]{e.label}:[/] {e.one_line()}",
+                colour = "yellow" if e.label == "stopped" else "red"  # the message is text: [qlora] is no markup
+                Console(stderr=True, soft_wrap=True).print(f"[bold {colour}]{e.label}:[/] {escape(e.one_line())}",
                                                            markup=True, highlight=False)
             raise typer.Exit(code) from None
 

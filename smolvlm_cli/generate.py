@@ -87,6 +87,7 @@ def cli_generate(model_dir: str | os.PathLike, prompt: str, images: Sequence[str
                  out: IO[str] | None = None) -> str:
     """`smolvlm generate`: check the inputs, load the model folder (never remote code), stream the answer."""
     from .data.frame_cache import load_model_video
+    from .deploy.onnx_generate import is_onnx_dir, load_onnx
     from .eval.runner import check_model_dir, load_model
 
     if not prompt or not prompt.strip():
@@ -100,6 +101,9 @@ def cli_generate(model_dir: str | os.PathLike, prompt: str, images: Sequence[str
     loaded = load_images(images)
     if video is not None and not Path(video).is_file():
         raise MediaError(f"video file not found: {video}", "check the --video path")
-    model, processor = load_model(model_dir, device)
+    if is_onnx_dir(model_dir):  # `smolvlm export --format onnx`: the same answer loop over onnxruntime graphs
+        model, processor = load_onnx(model_dir)
+    else:
+        model, processor = load_model(model_dir, device)
     sampled = load_model_video(video, processor) if video is not None else None
     return generate_answer(model, processor, prompt, loaded, sampled, max_new_tokens, out)

@@ -10,7 +10,11 @@ from ..errors import UserError
 
 # format -> "module:function"; each writer takes (merged fp32 HF folder, its empty output folder, say) and writes
 # the files and a model card saying how to run them.
-WRITERS = {}
+WRITERS = {
+    "gguf": "smolvlm_cli.deploy.gguf:write_gguf",
+    "mlx": "smolvlm_cli.deploy.mlx:write_mlx",
+    "onnx": "smolvlm_cli.deploy.onnx:write_onnx",
+}
 FORMATS = ("hf", *WRITERS)
 
 
