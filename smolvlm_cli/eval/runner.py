@@ -155,7 +155,7 @@ def score_task(task: Task, items: list[Item], predictions: list[str]) -> dict:
             "undecided": undecided}
 
 
-def _task_summary(task: Task, n: int, scored: dict, seconds: float, max_new_tokens: int) -> dict:
+def task_summary(task: Task, n: int, scored: dict, seconds: float, max_new_tokens: int) -> dict:
     summary = {
         "title": task.title, "family": task.family, "dataset": task.dataset or None, "split": task.split,
         "config": task.config, "subsets": list(task.configs) or None, "n": n, "score": scored["score"],
@@ -172,8 +172,8 @@ def _task_summary(task: Task, n: int, scored: dict, seconds: float, max_new_toke
     return summary
 
 
-def _answer_share(model, processor, task: Task, sources, *, shard, media_root, batch_size, prompt_style, gen,
-                  progress, bar) -> list[tuple[Item, str, str]]:
+def answer_share(model, processor, task: Task, sources, *, shard, media_root, batch_size, prompt_style, gen,
+                 progress, bar) -> list[tuple[Item, str, str]]:
     """(item, prompt, answer) for this rank's share of the task's items (all of them on one rank), in item order."""
     done: list[tuple[Item, str, str]] = []
     chunk: list[Item] = []
@@ -210,8 +210,8 @@ def _run_task(model, processor, task: Task, *, dataset_path, media_root, limit, 
         sources = row_sources(task, dataset_path, limit)
         total = share_size(sum(len(s) for s in sources), rank, world)
         bar = progress.add_task(task.title, total=total) if progress is not None else None
-        mine = _answer_share(model, processor, task, sources, shard=shard, media_root=media_root,
-                             batch_size=batch_size, prompt_style=prompt_style, gen=gen, progress=progress, bar=bar)
+        mine = answer_share(model, processor, task, sources, shard=shard, media_root=media_root,
+                            batch_size=batch_size, prompt_style=prompt_style, gen=gen, progress=progress, bar=bar)
     except UserError as e:
         error = e
     records = gather_shares(mine, error, rank, world)
@@ -222,7 +222,7 @@ def _run_task(model, processor, task: Task, *, dataset_path, media_root, limit, 
     for item, prompt, pred, s in zip(items, prompts, predictions, scored["scores"]):
         write({"task": task.name, "id": item.id, "prompt": prompt, "prediction": pred, "answers": item.answers,
                "score": s})
-    return _task_summary(task, len(items), scored, time.perf_counter() - start, gen["max_new_tokens"])
+    return task_summary(task, len(items), scored, time.perf_counter() - start, gen["max_new_tokens"])
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def evaluate_user_data(model, processor, sources: list, settings, *, shard: tupl
     ranks sharing the rows as `eval.runner.evaluate` does; rank 0 writes `predictions` and returns the task
     summary, the other ranks None."""
     from .data import RowSource
-    from .runner import _answer_share, _task_summary, score_task, video_settings
+    from .runner import answer_share, score_task, task_summary, video_settings
     from .shard import gather_shares
 
     task = user_task(settings.data_metric, settings.data_max_new_tokens)
@@ -147,9 +147,9 @@ def evaluate_user_data(model, processor, sources: list, settings, *, shard: tupl
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        mine = _answer_share(model, processor, task, rows, shard=shard, media_root=None,
-                             batch_size=settings.batch_size, prompt_style=settings.prompt_style, gen=gen,
-                             progress=None, bar=None)
+        mine = answer_share(model, processor, task, rows, shard=shard, media_root=None,
+                            batch_size=settings.batch_size, prompt_style=settings.prompt_style, gen=gen,
+                            progress=None, bar=None)
     except UserError as e:
         error = e
     finally:
@@ -161,7 +161,7 @@ def evaluate_user_data(model, processor, sources: list, settings, *, shard: tupl
     scored = score_task(task, items, answers)
     if predictions is not None:
         _write_predictions(predictions, items, prompts, answers, scored["scores"])
-    return _task_summary(task, len(items), scored, time.perf_counter() - start, task.max_new_tokens)
+    return task_summary(task, len(items), scored, time.perf_counter() - start, task.max_new_tokens)
 
 
 def _write_predictions(path: Path, items, prompts, answers, scores) -> None:
